@@ -1,0 +1,229 @@
+"""Collector ingest rate over HTTP, against plain sqlite3 on the same rows.
+
+Starts one ``llmtally serve`` process (uvloop, SQLite in a temporary folder), then a few
+concurrent async clients (httpx2, one connection each, pre-encoded bodies) post batches of
+Protocol 012 events over loopback until ``--events`` are in. Reports accepted events/s.
+
+In the same run, the plain baseline: ``sqlite3`` ``executemany`` of the same rows (built by
+``event_to_row``) into the same schema and indexes (``MIGRATIONS``), one transaction per
+batch of the same size, WAL and ``synchronous=NORMAL`` like the collector.
+
+Targets: >= 100,000 events/s over HTTP, and >= 40% of the plain rate.
+
+    .venv/bin/python bench/collector_ingest.py [--events 200000] [--batch 500] [--clients 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Coroutine, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx2
+import msgspec
+
+from llmtally._ids import new_event_id
+from llmtally.events import (
+    AnalyticsEvent,
+    LlmRequestCompleted,
+    LlmRequestFailed,
+    WireBatch,
+    WireEvent,
+    from_wire,
+    to_wire,
+)
+from llmtally.storage.rows import COLUMNS, SYNCED, event_to_row
+from llmtally.storage.sqlite import MIGRATIONS
+
+TOKEN = "bench-ingest-token"
+MODELS = ["gpt-4o-mini", "gpt-4o", "claude-3-5-sonnet", "claude-3-5-haiku", "mistral-large"]
+PROVIDERS = ["openai", "openai", "anthropic", "anthropic", "mistral"]
+AGENTS = [f"agent-{i}" for i in range(8)]
+T0_MS = 1_700_000_000_000
+
+
+def make_wire(n: int) -> list[WireEvent]:
+    """``n`` realistic request events (every 20th failed) in wire form."""
+    out: list[WireEvent] = []
+    for i in range(n):
+        m = i % 5
+        common: dict[str, Any] = {
+            "model": MODELS[m],
+            "provider": PROVIDERS[m],
+            "provider_id": f"key-{i % 3}",
+            "input_tokens": 100 + i % 900,
+            "output_tokens": 20 + i % 300,
+            "cached_input_tokens": i % 50,
+            "cost_nanos": 1_000_000 + i % 7919,
+            "duration_ms": 200.0 + i % 1000,
+            "ttft_ms": 20.0 + i % 100,
+        }
+        payload: LlmRequestCompleted | LlmRequestFailed
+        if i % 20 == 19:
+            payload = LlmRequestFailed(error_code="rate_limited", status_code=429, **common)
+        else:
+            payload = LlmRequestCompleted(**common)
+        event = AnalyticsEvent(
+            event_id=new_event_id(),
+            timestamp_ms=T0_MS + i,
+            payload=payload,
+            agent_id=AGENTS[i % 8],
+        )
+        out.append(to_wire(event))
+    return out
+
+
+def chunks(items: list[WireEvent], size: int) -> Iterator[list[WireEvent]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+# --- over HTTP ---------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_collector(db: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LLMTALLY_")}
+    env["LLMTALLY_INGEST_TOKENS"] = TOKEN
+    cmd = [sys.executable, "-m", "llmtally.cli", "serve", "--db", str(db), "--port", str(port)]
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [*cmd, "--log-level", "warning"], stdout=out, stderr=subprocess.STDOUT, env=env
+        )
+    deadline = time.monotonic() + 20
+    with httpx2.Client(base_url=f"http://127.0.0.1:{port}", timeout=1.0) as client:
+        while True:  # readiness poll of a subprocess, bounded
+            if proc.poll() is not None:
+                raise SystemExit(f"collector exited ({proc.returncode}):\n{log.read_text()}")
+            try:
+                if client.get("/health").status_code == 200:
+                    return proc
+            except httpx2.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                proc.kill()
+                proc.wait()
+                raise SystemExit(f"collector did not start:\n{log.read_text()}")
+            time.sleep(0.05)
+
+
+async def post_all(url: str, bodies: list[bytes], clients: int) -> tuple[int, float]:
+    """Post every body from ``clients`` concurrent clients; returns (accepted, seconds)."""
+    queue = iter(bodies)
+    decoder = msgspec.json.Decoder(dict[str, Any])
+    headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
+
+    async def worker(client: httpx2.AsyncClient) -> int:
+        accepted = 0
+        for content in queue:  # one shared iterator: each body is taken once
+            r = await client.post("/api/v1/analytics/events", content=content, headers=headers)
+            if r.status_code != 200:
+                raise SystemExit(f"collector answered {r.status_code}: {r.text}")
+            accepted += decoder.decode(r.content)["accepted"]
+        return accepted
+
+    limits = httpx2.Limits(max_connections=1)
+    pool = [httpx2.AsyncClient(base_url=url, timeout=60.0, limits=limits) for _ in range(clients)]
+    try:
+        # Warm up each connection (and the server's imports) outside the timing.
+        for client in pool:
+            await client.get("/health")
+        t0 = time.perf_counter()
+        counts = await asyncio.gather(*(worker(c) for c in pool))
+        elapsed = time.perf_counter() - t0
+    finally:
+        for client in pool:
+            await client.aclose()
+    return sum(counts), elapsed
+
+
+def run_http(workdir: Path, wire: list[WireEvent], batch: int, clients: int) -> float:
+    encode = msgspec.json.Encoder().encode
+    bodies = [encode(WireBatch(events=b)) for b in chunks(wire, batch)]
+    port = free_port()
+    proc = start_collector(workdir / "collector.db", port, workdir / "collector.log")
+    try:
+        accepted, elapsed = _run(post_all(f"http://127.0.0.1:{port}", bodies, clients))
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(60)
+    if accepted != len(wire):
+        raise SystemExit(f"accepted {accepted} of {len(wire)}")
+    if code != 0:
+        raise SystemExit(f"collector exited with {code}")
+    return accepted / elapsed
+
+
+def _run(coro: Coroutine[Any, Any, tuple[int, float]]) -> tuple[int, float]:
+    """Run on uvloop when installed, like the collector."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coro)
+    return uvloop.run(coro)
+
+
+# --- plain sqlite3 -----------------------------------------------------------------------
+
+
+def run_plain(workdir: Path, wire: list[WireEvent], batch: int) -> float:
+    rows = [event_to_row(from_wire(w), SYNCED) for w in wire]
+    conn = sqlite3.connect(workdir / "plain.db", isolation_level=None)
+    try:
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = NORMAL")
+        for migration in MIGRATIONS:
+            conn.executescript(migration)
+        sql = f"INSERT INTO events ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
+        t0 = time.perf_counter()
+        for i in range(0, len(rows), batch):
+            conn.execute("BEGIN IMMEDIATE")
+            conn.executemany(sql, rows[i : i + batch])
+            conn.execute("COMMIT")
+        elapsed = time.perf_counter() - t0
+        (count,) = conn.execute("SELECT count(*) FROM events").fetchone()
+    finally:
+        conn.close()
+    assert count == len(rows)
+    return len(rows) / elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--events", type=int, default=200_000, help="events to post")
+    parser.add_argument("--batch", type=int, default=500, help="events per request")
+    parser.add_argument("--clients", type=int, default=4, help="concurrent clients")
+    args = parser.parse_args()
+
+    wire = make_wire(args.events)
+    with tempfile.TemporaryDirectory(prefix="llmtally-bench-") as tmp:
+        workdir = Path(tmp)
+        http_rate = run_http(workdir, wire, args.batch, args.clients)
+        plain_rate = run_plain(workdir, wire, args.batch)
+    ratio = http_rate / plain_rate
+    cpus = os.cpu_count()
+    print(f"events: {args.events:,}  batch: {args.batch}  clients: {args.clients}  cpus: {cpus}")
+    print(f"collector over HTTP: {http_rate:>10,.0f} events/s   (target >= 100,000)")
+    print(f"plain sqlite3:       {plain_rate:>10,.0f} events/s")
+    print(f"ratio:               {ratio:>10.0%}            (target >= 40%)")
+
+
+if __name__ == "__main__":
+    main()

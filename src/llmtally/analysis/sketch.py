@@ -1,0 +1,146 @@
+"""A mergeable log-bucket quantile sketch (the DDSketch construction, in plain Python).
+
+A value ``x > 0`` falls in bucket ``ceil(log_gamma(x))`` with ``gamma = (1+a)/(1-a)``;
+a bucket is reported as ``2 * gamma**i / (gamma + 1)``, which is within relative error
+``a`` of every value in it. Two sketches merge by adding bucket counts, so per-minute
+sketches roll up into hours or days, and per-batch deltas into running totals, exactly.
+
+Values are clamped to ``[MIN_VALUE, MAX_VALUE]`` (milliseconds: 1 µs to ~3 years), which
+bounds a sketch to about 1,500 buckets; zero and negative values share one zero bucket.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from typing import Final
+
+__all__ = ["RELATIVE_ACCURACY", "ZERO_BUCKET", "LogSketch", "bucket_of", "value_of"]
+
+RELATIVE_ACCURACY: Final = 0.01
+_GAMMA: Final = (1 + RELATIVE_ACCURACY) / (1 - RELATIVE_ACCURACY)
+_INV_LOG_GAMMA: Final = 1.0 / math.log(_GAMMA)
+MIN_VALUE: Final = 1e-3
+MAX_VALUE: Final = 1e11
+ZERO_BUCKET: Final = -(2**31)
+_MIN_BUCKET: Final = math.ceil(math.log(MIN_VALUE) * _INV_LOG_GAMMA)
+_MAX_BUCKET: Final = math.ceil(math.log(MAX_VALUE) * _INV_LOG_GAMMA)
+
+_log = math.log
+_ceil = math.ceil
+
+
+def bucket_of(value: float) -> int:
+    """The bucket index of ``value`` (``ZERO_BUCKET`` for values ≤ 0)."""
+    if value <= 0.0:
+        return ZERO_BUCKET
+    if value < MIN_VALUE:
+        return _MIN_BUCKET
+    if value > MAX_VALUE:
+        return _MAX_BUCKET
+    return _ceil(_log(value) * _INV_LOG_GAMMA)
+
+
+def value_of(bucket: int) -> float:
+    """The representative value of a bucket: within ``RELATIVE_ACCURACY`` of its members."""
+    if bucket == ZERO_BUCKET:
+        return 0.0
+    return 2.0 * _GAMMA**bucket / (_GAMMA + 1.0)
+
+
+class LogSketch:
+    """Counts of values per log bucket, plus exact count, sum, min and max.
+
+    Not thread-safe; owned by one actor. ``quantile`` is within ``RELATIVE_ACCURACY`` of an
+    exact sample quantile (lower-rank convention: ``rank = q * (count - 1)``).
+    """
+
+    __slots__ = ("bins", "count", "max", "min", "sum")
+
+    def __init__(self) -> None:
+        self.bins: dict[int, int] = {}
+        self.count = 0
+        self.sum = 0.0
+        self.min = math.inf
+        self.max = -math.inf
+
+    def add(self, value: float) -> None:
+        """Count one value (milliseconds, or any positive unit)."""
+        if MIN_VALUE <= value <= MAX_VALUE:  # inline bucket_of for the common case
+            b = _ceil(_log(value) * _INV_LOG_GAMMA)
+        else:
+            b = bucket_of(value)
+        bins = self.bins
+        bins[b] = bins.get(b, 0) + 1
+        self.count += 1
+        self.sum += value
+        if value < self.min:
+            self.min = value
+        if value > self.max:
+            self.max = value
+
+    def merge(self, other: LogSketch) -> None:
+        """Add every value of ``other`` to this sketch (``other`` is unchanged)."""
+        if not other.count:
+            return
+        bins = self.bins
+        for b, n in other.bins.items():
+            bins[b] = bins.get(b, 0) + n
+        self.count += other.count
+        self.sum += other.sum
+        self.min = min(self.min, other.min)
+        self.max = max(self.max, other.max)
+
+    def merge_bins(self, bins: Mapping[int, int] | Iterable[tuple[int, int]]) -> None:
+        """Add raw bucket counts (as persisted); min/max/sum are estimated from buckets."""
+        items = bins.items() if isinstance(bins, Mapping) else bins
+        own = self.bins
+        for b, n in items:
+            if n <= 0:
+                continue
+            own[b] = own.get(b, 0) + n
+            v = value_of(b)
+            self.count += n
+            self.sum += v * n
+            self.min = min(self.min, v)
+            self.max = max(self.max, v)
+
+    def quantile(self, q: float) -> float | None:
+        """The ``q``-quantile (0 ≤ q ≤ 1), or ``None`` for an empty sketch."""
+        if not self.count:
+            return None
+        if not 0.0 <= q <= 1.0:
+            raise ValueError(f"quantile must be within [0, 1], got {q}")
+        rank = q * (self.count - 1)
+        seen = 0
+        for b in sorted(self.bins):
+            seen += self.bins[b]
+            if seen > rank:
+                return value_of(b)
+        return value_of(max(self.bins))  # pragma: no cover - unreachable with consistent counts
+
+    def quantiles(self, *qs: float) -> list[float | None]:
+        """Several quantiles in one pass over the sorted buckets."""
+        if not self.count:
+            return [None] * len(qs)
+        ranks = sorted((q * (self.count - 1), i) for i, q in enumerate(qs))
+        out: list[float | None] = [None] * len(qs)
+        seen = 0
+        k = 0
+        for b in sorted(self.bins):
+            seen += self.bins[b]
+            while k < len(ranks) and seen > ranks[k][0]:
+                out[ranks[k][1]] = value_of(b)
+                k += 1
+            if k == len(ranks):
+                break
+        return out
+
+    def copy(self) -> LogSketch:
+        """An independent copy."""
+        c = LogSketch()
+        c.merge(self)
+        return c
+
+    def __repr__(self) -> str:
+        return f"LogSketch(count={self.count}, buckets={len(self.bins)})"

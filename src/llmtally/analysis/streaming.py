@@ -1,0 +1,385 @@
+"""Streaming latency: time to first token, inter-token latency, decode rate.
+
+``StreamTimings`` measures one stream from explicit monotonic timestamps in integer
+nanoseconds (``time.perf_counter_ns()``/``time.monotonic_ns()`` of the caller).
+``StreamingStats`` aggregates finished streams per model in mergeable sketches.
+
+Definitions (one stream; a *chunk* is one ``token(t, n)`` call carrying ``n`` tokens):
+
+- **TTFT** = first-token time − start. The first-token time is the one given to
+  ``first_token(t)`` if called, else the arrival of the first chunk.
+- **ITL** (inter-token latency): each chunk after the first gives its ``n`` tokens a
+  latency of ``gap / n``, where ``gap`` is the time since the previous chunk (the
+  GenAI-Perf convention; with one token per chunk, ITL is the gap between arrivals).
+  ``itl_mean_ms`` is the token-weighted mean, which equals
+  ``(last arrival − first arrival) / (tokens − tokens of the first chunk)`` (a.k.a. TPOT);
+  ``itl_p95_ms`` the token-weighted 95th percentile (lower-rank convention, like
+  ``LogSketch``): exact while the stream has at most ``max_samples`` chunks, then within
+  the sketch's 1% relative accuracy.
+- **tokens/s** (decode rate) = (tokens − tokens of the first chunk) / (last arrival − first
+  arrival), in seconds: ``1000 / itl_mean_ms``. ``None`` with fewer than two chunks or
+  when they all arrived at the same instant.
+- **duration** = finish − start.
+"""
+
+from __future__ import annotations
+
+from typing import Final, Literal, TypeAlias
+
+import msgspec
+
+from .._exceptions import ValidationError
+from .sketch import LogSketch, bucket_of
+from .stats import OTHER, Quantiles
+
+__all__ = [
+    "StreamOutcome",
+    "StreamResult",
+    "StreamTimings",
+    "StreamingModelStats",
+    "StreamingSnapshot",
+    "StreamingStats",
+]
+
+StreamOutcome: TypeAlias = Literal["completed", "failed", "cancelled"]
+
+_NS_PER_MS: Final = 1_000_000
+_NS_PER_S: Final = 1_000_000_000
+
+
+class StreamResult(msgspec.Struct, frozen=True, kw_only=True):
+    """The measurements of one finished stream (see the module docstring). Times in ms."""
+
+    duration_ms: float
+    ttft_ms: float | None
+    itl_mean_ms: float | None
+    itl_p95_ms: float | None
+    output_tokens: int
+    chunks: int
+    tokens_per_s: float | None
+
+
+def _add_weighted(sketch: LogSketch, value: float, n: int) -> None:
+    """``n`` times ``sketch.add(value)``, in O(1)."""
+    b = bucket_of(value)
+    sketch.bins[b] = sketch.bins.get(b, 0) + n
+    sketch.count += n
+    sketch.sum += value * n
+    if value < sketch.min:
+        sketch.min = value
+    if value > sketch.max:
+        sketch.max = value
+
+
+class StreamTimings:
+    """Accumulates the timestamps of ONE stream: ``start``, ``token``…, ``finish``.
+
+    Memory is bounded: at most ``max_samples`` chunk gaps are kept exactly, later ones go
+    to a ``LogSketch``. Timestamps are integer nanoseconds from one monotonic clock and
+    must not decrease; a call out of order (``token`` before ``start``, a timestamp earlier
+    than the previous one, anything after ``finish``) raises ``ValidationError``.
+    """
+
+    __slots__ = (
+        "_first_arrival",
+        "_first_n",
+        "_gaps",
+        "_last_arrival",
+        "_last_t",
+        "_overflow",
+        "_start",
+        "_ttft_at",
+        "chunks",
+        "finished",
+        "max_samples",
+        "output_tokens",
+    )
+
+    def __init__(self, *, max_samples: int = 4096) -> None:
+        if max_samples < 1:
+            raise ValueError("max_samples must be at least 1")
+        self.max_samples = max_samples
+        self.output_tokens = 0
+        self.chunks = 0
+        self.finished = False
+        self._start: int | None = None
+        self._ttft_at: int | None = None
+        self._first_arrival: int | None = None
+        self._first_n = 0
+        self._last_arrival = 0
+        self._last_t = 0
+        self._gaps: list[tuple[int, int]] = []  # (gap_ns, tokens) per chunk after the first
+        self._overflow: LogSketch | None = None  # per-token ITL in ms, once _gaps is full
+
+    def _advance(self, t_ns: int, what: str) -> None:
+        if self._start is None:
+            raise ValidationError(f"{what} before start()")
+        if self.finished:
+            raise ValidationError(f"{what} after finish()")
+        if t_ns < self._last_t:
+            raise ValidationError(f"{what} at {t_ns} ns is before the previous timestamp")
+        self._last_t = t_ns
+
+    def start(self, t_ns: int) -> None:
+        """The request was sent at ``t_ns``. Raises ``ValidationError`` if called twice."""
+        if self._start is not None:
+            raise ValidationError("start() called twice")
+        self._start = self._last_t = t_ns
+
+    def first_token(self, t_ns: int) -> None:
+        """Mark the first token's arrival for TTFT, without counting tokens (use it when
+        tokens are counted elsewhere); ignored after the first token is known."""
+        self._advance(t_ns, "first_token()")
+        if self._ttft_at is None:
+            self._ttft_at = t_ns
+
+    def token(self, t_ns: int, n: int = 1) -> None:
+        """A chunk of ``n >= 1`` output tokens arrived at ``t_ns``."""
+        if n < 1:
+            raise ValidationError(f"a chunk carries at least 1 token, got {n}")
+        self._advance(t_ns, "token()")
+        self.output_tokens += n
+        self.chunks += 1
+        if self._first_arrival is None:
+            self._first_arrival = t_ns
+            self._first_n = n
+            if self._ttft_at is None:
+                self._ttft_at = t_ns
+        else:
+            gap = t_ns - self._last_arrival
+            if self._overflow is not None:
+                _add_weighted(self._overflow, gap / n / _NS_PER_MS, n)
+            elif len(self._gaps) < self.max_samples:
+                self._gaps.append((gap, n))
+            else:
+                sketch = self._overflow = LogSketch()
+                for g, k in self._gaps:
+                    _add_weighted(sketch, g / k / _NS_PER_MS, k)
+                self._gaps.clear()
+                _add_weighted(sketch, gap / n / _NS_PER_MS, n)
+        self._last_arrival = t_ns
+
+    def itl_quantile(self, q: float) -> float | None:
+        """The token-weighted ``q``-quantile of per-token ITL so far, in ms (``None``
+        before a second chunk). Exact up to ``max_samples`` chunks, then ±1%.
+        Raises ``ValueError`` unless ``0 <= q <= 1``."""
+        if not 0.0 <= q <= 1.0:
+            raise ValueError(f"quantile must be within [0, 1], got {q}")
+        if self._overflow is not None:
+            return self._overflow.quantile(q)
+        if not self._gaps:
+            return None
+        # Token-weighted lower-rank quantile: rank over tokens, each chunk's n at gap/n.
+        ordered = sorted(self._gaps, key=lambda gn: gn[0] / gn[1])
+        rank = q * (sum(n for _, n in ordered) - 1)
+        seen = 0
+        for gap, n in ordered:
+            seen += n
+            if seen > rank:
+                return gap / n / _NS_PER_MS
+        gap, n = ordered[-1]  # pragma: no cover - seen ends at total > rank
+        return gap / n / _NS_PER_MS
+
+    def finish(self, t_ns: int) -> StreamResult:
+        """The stream ended at ``t_ns`` (completed, failed or cancelled: the caller tells
+        ``StreamingStats``); returns its measurements."""
+        self._advance(t_ns, "finish()")
+        self.finished = True
+        start = self._start
+        assert start is not None
+        after_first = self.output_tokens - self._first_n
+        span = self._last_arrival - (self._first_arrival or 0)
+        decoding = self.chunks > 1
+        return StreamResult(
+            duration_ms=(t_ns - start) / _NS_PER_MS,
+            ttft_ms=None if self._ttft_at is None else (self._ttft_at - start) / _NS_PER_MS,
+            itl_mean_ms=span / after_first / _NS_PER_MS if decoding else None,
+            itl_p95_ms=self.itl_quantile(0.95) if decoding else None,
+            output_tokens=self.output_tokens,
+            chunks=self.chunks,
+            tokens_per_s=after_first * _NS_PER_S / span if decoding and span > 0 else None,
+        )
+
+
+# --- aggregate across streams -----------------------------------------------------------
+
+
+class StreamingModelStats(msgspec.Struct, frozen=True, kw_only=True):
+    """Streams of one model (or of all models).
+
+    ``active_streams`` is started minus finished (never below 0). ``completion_rate`` is
+    completed / (completed + failed + cancelled), ``None`` before any stream finished.
+    Percentiles are across streams, one value per stream: its TTFT, its mean ITL, its
+    decode rate (``tokens_per_s``, in tokens per second, not ms) and its duration.
+    """
+
+    active_streams: int = 0
+    started: int = 0
+    completed: int = 0
+    failed: int = 0
+    cancelled: int = 0
+    completion_rate: float | None = None
+    output_tokens: int = 0
+    ttft_ms: Quantiles = Quantiles()
+    itl_ms: Quantiles = Quantiles()
+    tokens_per_s: Quantiles = Quantiles()
+    duration_ms: Quantiles = Quantiles()
+
+
+class StreamingSnapshot(StreamingModelStats, frozen=True, kw_only=True):
+    """Streams of all models, and ``by_model`` (models past the cardinality limit are
+    counted under ``"(other)"``)."""
+
+    by_model: dict[str, StreamingModelStats] = {}
+
+
+def _quantiles(s: LogSketch) -> Quantiles:
+    p50, p95, p99 = s.quantiles(0.5, 0.95, 0.99)
+    return Quantiles(p50=p50, p95=p95, p99=p99, count=s.count)
+
+
+class _Streams:
+    __slots__ = (
+        "active",
+        "cancelled",
+        "completed",
+        "duration",
+        "failed",
+        "itl",
+        "output_tokens",
+        "started",
+        "tps",
+        "ttft",
+    )
+
+    def __init__(self) -> None:
+        self.active = 0
+        self.started = 0
+        self.completed = 0
+        self.failed = 0
+        self.cancelled = 0
+        self.output_tokens = 0
+        self.ttft = LogSketch()
+        self.itl = LogSketch()
+        self.tps = LogSketch()
+        self.duration = LogSketch()
+
+    def freeze(self) -> StreamingModelStats:
+        ended = self.completed + self.failed + self.cancelled
+        return StreamingModelStats(
+            active_streams=self.active,
+            started=self.started,
+            completed=self.completed,
+            failed=self.failed,
+            cancelled=self.cancelled,
+            completion_rate=self.completed / ended if ended else None,
+            output_tokens=self.output_tokens,
+            ttft_ms=_quantiles(self.ttft),
+            itl_ms=_quantiles(self.itl),
+            tokens_per_s=_quantiles(self.tps),
+            duration_ms=_quantiles(self.duration),
+        )
+
+
+class StreamingStats:
+    """Streams across models: an active gauge, outcomes, and latency sketches per model.
+
+    At most ``max_models`` models get their own entry; streams of further models are
+    counted under ``"(other)"``. Not thread-safe: owned by one actor.
+    """
+
+    __slots__ = ("_by_model", "_total", "max_models")
+
+    def __init__(self, *, max_models: int = 1000) -> None:
+        if max_models < 1:
+            raise ValueError("max_models must be at least 1")
+        self.max_models = max_models
+        self._total = _Streams()
+        self._by_model: dict[str, _Streams] = {}
+
+    def _slot(self, model: str) -> _Streams:
+        s = self._by_model.get(model)
+        if s is None:
+            if len(self._by_model) >= self.max_models:
+                model = OTHER
+                s = self._by_model.get(model)
+            if s is None:
+                s = self._by_model[model] = _Streams()
+        return s
+
+    @property
+    def active_streams(self) -> int:
+        """Streams started and not yet finished."""
+        return self._total.active
+
+    def started(self, model: str) -> None:
+        """A stream of ``model`` started."""
+        for s in (self._total, self._slot(model)):
+            s.started += 1
+            s.active += 1
+
+    def finished(
+        self,
+        model: str,
+        result: StreamResult | None = None,
+        *,
+        outcome: StreamOutcome = "completed",
+    ) -> None:
+        """A stream of ``model`` ended with ``outcome``; ``result`` (if measured) feeds the
+        sketches whatever the outcome. The active gauge never goes below 0, so ``started``
+        is optional for callers that only see ends."""
+        for s in (self._total, self._slot(model)):
+            if s.active:
+                s.active -= 1
+        if result is None:
+            self.observe(model, outcome=outcome)
+        else:
+            self.observe(
+                model,
+                outcome=outcome,
+                ttft_ms=result.ttft_ms,
+                itl_ms=result.itl_mean_ms,
+                tokens_per_s=result.tokens_per_s,
+                duration_ms=result.duration_ms,
+                output_tokens=result.output_tokens,
+            )
+
+    def observe(
+        self,
+        model: str,
+        *,
+        outcome: StreamOutcome = "completed",
+        ttft_ms: float | None = None,
+        itl_ms: float | None = None,
+        tokens_per_s: float | None = None,
+        duration_ms: float | None = None,
+        output_tokens: int = 0,
+    ) -> None:
+        """Count a finished stream from its numbers (e.g. from a recorded event's
+        ``ttft_ms``); does not touch the active gauge. ``None`` values are skipped.
+        Raises ``ValidationError`` for an unknown outcome."""
+        if outcome not in ("completed", "failed", "cancelled"):
+            raise ValidationError(f"unknown stream outcome: {outcome!r}")
+        for s in (self._total, self._slot(model)):
+            if outcome == "completed":
+                s.completed += 1
+            elif outcome == "failed":
+                s.failed += 1
+            else:
+                s.cancelled += 1
+            s.output_tokens += output_tokens
+            if ttft_ms is not None:
+                s.ttft.add(ttft_ms)
+            if itl_ms is not None:
+                s.itl.add(itl_ms)
+            if tokens_per_s is not None:
+                s.tps.add(tokens_per_s)
+            if duration_ms is not None:
+                s.duration.add(duration_ms)
+
+    def snapshot(self) -> StreamingSnapshot:
+        """Totals and per-model statistics with p50/p95/p99."""
+        return StreamingSnapshot(
+            **msgspec.structs.asdict(self._total.freeze()),
+            by_model={k: v.freeze() for k, v in self._by_model.items()},
+        )

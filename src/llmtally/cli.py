@@ -1,0 +1,199 @@
+"""The ``llmtally`` command: ``serve`` (the collector) and ``demo``.
+
+``main(argv)`` returns the exit code: 0 on success, 2 for bad usage or configuration
+(including a collector with no API tokens), 1 for a failure at run time. Errors are one
+line on stderr, never a traceback. A subcommand is a ``(name, help, add_arguments, run)``
+entry in ``_commands()``; heavy imports happen only when that subcommand runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
+
+__all__ = ["build_parser", "main"]
+
+PROG = "llmtally"
+
+
+class _Command(NamedTuple):
+    name: str
+    help: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+
+
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Defaults in every option's help, descriptions kept as written."""
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1: {value}")
+    return value
+
+
+def _port(text: str) -> int:
+    value = _positive_int(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"not a TCP port: {value}")
+    return value
+
+
+# --- serve ------------------------------------------------------------------------------
+
+_SERVE_DESCRIPTION = """\
+Run the collector: routers sync events to POST /api/v1/analytics/events.
+
+API tokens come from the environment, as comma-separated lists:
+  LLMTALLY_INGEST_TOKENS  may post events (give these to routers)
+  LLMTALLY_READ_TOKENS    may read stats and events
+  LLMTALLY_ADMIN_TOKENS   may read, and clear the data (cannot post events)
+With none set the server refuses to start, unless --insecure-no-auth.
+"""
+
+
+def _add_serve_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--db",
+        default="analytics.db",
+        help="SQLite database file (created if missing); postgresql:// URLs come later",
+    )
+    p.add_argument("--host", default="127.0.0.1", help="interface to listen on")
+    p.add_argument("--port", type=_port, default=8088, help="TCP port to listen on")
+    p.add_argument(
+        "--insecure-no-auth",
+        action="store_true",
+        help="serve every endpoint without any token (local experiments only)",
+    )
+    p.add_argument(
+        "--max-body-bytes",
+        type=_positive_int,
+        default=8 * 1024 * 1024,
+        help="largest request body accepted; larger ones get 413",
+    )
+    p.add_argument(
+        "--max-batch",
+        type=_positive_int,
+        default=1000,
+        help="most events accepted in one request; more get 413",
+    )
+    p.add_argument(
+        "--busy-timeout-ms",
+        type=_positive_int,
+        default=5000,
+        help="how long a write waits on a locked database before answering 503",
+    )
+    p.add_argument(
+        "--shutdown-timeout",
+        type=_positive_int,
+        default=30,
+        help="seconds in-flight requests get to finish on SIGTERM",
+    )
+    p.add_argument(
+        "--log-level",
+        default="info",
+        choices=("critical", "error", "warning", "info", "debug"),
+        help="log verbosity",
+    )
+    p.add_argument("--access-log", action="store_true", help="log every request")
+
+
+def _run_serve(args: argparse.Namespace) -> int:
+    try:
+        from .server.serve import ServeError, ServeOptions, serve
+    except ImportError as exc:
+        return _fail(f"serve needs the server extra (pip install 'llmtally[server]'): {exc}", 1)
+    options = ServeOptions(
+        db=args.db,
+        host=args.host,
+        port=args.port,
+        insecure_no_auth=args.insecure_no_auth,
+        max_body_bytes=args.max_body_bytes,
+        max_batch=args.max_batch,
+        busy_timeout_ms=args.busy_timeout_ms,
+        log_level=args.log_level,
+        access_log=args.access_log,
+        shutdown_timeout=args.shutdown_timeout,
+    )
+    try:
+        return serve(options, dict(os.environ))
+    except ServeError as exc:
+        return _fail(f"serve: {exc}", exc.exit_code)
+
+
+# --- demo -------------------------------------------------------------------------------
+
+
+def _add_demo_arguments(p: argparse.ArgumentParser) -> None:
+    from . import demo
+
+    demo.add_arguments(p)
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    from . import demo
+
+    return demo.run(args)
+
+
+def _commands() -> tuple[_Command, ...]:
+    return (
+        _Command("serve", "run the collector server", _add_serve_arguments, _run_serve),
+        _Command(
+            "demo", "record a simulated workload and show the stats", _add_demo_arguments, _run_demo
+        ),
+    )
+
+
+# --- entry point ------------------------------------------------------------------------
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"{PROG}: error: {message}", file=sys.stderr)
+    return code
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with every subcommand."""
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Analytics for LLM routers and proxies.",
+        formatter_class=_Formatter,
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for command in _commands():
+        description = _SERVE_DESCRIPTION if command.name == "serve" else command.help
+        p = sub.add_parser(
+            command.name, help=command.help, description=description, formatter_class=_Formatter
+        )
+        command.add_arguments(p)
+        p.set_defaults(_run=command.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line ``argv`` (default ``sys.argv[1:]``); returns the exit code."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help (0) or a usage error (2, message already printed)
+        return exc.code if isinstance(exc.code, int) else 2
+    try:
+        code: int = args._run(args)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:
+        return _fail(f"{args.command}: {type(exc).__name__}: {exc}", 1)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,90 @@
+"""The collector as an ASGI app: ``create_app(storage, auth=...)``.
+
+Routes come from route modules (each ``routes(ctx) -> list[BaseRoute]``, see
+``context.py``); this module only assembles them with the lifespan and the JSON error
+handlers. The app can be served on its own (``llmtally serve``) or mounted inside a
+router's own Starlette app over a storage the router already opened::
+
+    Mount("/llmtally", app=create_app(storage, auth=auth))  # own_storage=False
+
+A mounted app's lifespan does not run (Starlette does not forward lifespan to mounts),
+which is why opening and closing the storage is opt-in with ``own_storage=True``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from typing import Final
+
+import anyio
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from ..storage.base import EventStorage
+from . import ingest
+from .auth import Auth
+from .context import DEFAULT_MAX_BATCH, DEFAULT_MAX_BODY_BYTES, ServerContext
+from .responses import exception_handlers, json_response
+
+__all__ = ["HEALTH_PATH", "RouteFactory", "create_app"]
+
+HEALTH_PATH: Final = "/health"
+CLOSE_TIMEOUT_S: Final = 30.0
+
+RouteFactory = Callable[[ServerContext], Sequence[BaseRoute]]
+"""A route module's ``routes`` function."""
+
+ROUTE_MODULES: Final[tuple[RouteFactory, ...]] = (ingest.routes,)
+
+logger: Final = logging.getLogger("llmtally.server")
+
+
+async def health(request: Request) -> Response:
+    """Liveness: ``{"status": "ok"}``; needs no token and touches no storage."""
+    return json_response({"status": "ok"})
+
+
+def create_app(
+    storage: EventStorage,
+    *,
+    auth: Auth,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    max_batch: int = DEFAULT_MAX_BATCH,
+    own_storage: bool = False,
+    extra_routes: RouteFactory | None = None,
+) -> Starlette:
+    """The collector app over ``storage``.
+
+    ``own_storage=True``: the app's lifespan opens the storage at startup (a failure
+    aborts startup) and closes it at shutdown, after in-flight requests are done.
+    Otherwise the caller owns it. ``extra_routes`` adds routes that share the same
+    context (storage, auth, limits). Raises ``ValueError`` for non-positive limits.
+    """
+    ctx = ServerContext(
+        storage=storage, auth=auth, max_body_bytes=max_body_bytes, max_batch=max_batch
+    )
+    routes: list[BaseRoute] = [Route(HEALTH_PATH, health, methods=["GET"])]
+    for factory in (*ROUTE_MODULES, *((extra_routes,) if extra_routes else ())):
+        routes.extend(factory(ctx))
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        if not own_storage:
+            yield
+            return
+        await storage.open()
+        try:
+            yield
+        finally:
+            # Shutdown must close the database even if the server is being cancelled.
+            with anyio.move_on_after(CLOSE_TIMEOUT_S, shield=True):
+                await storage.close()
+            logger.info("storage closed")
+
+    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=exception_handlers())
+    app.state.llmtally = ctx
+    return app

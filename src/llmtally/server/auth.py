@@ -1,0 +1,158 @@
+"""Bearer-token authorization for the collector.
+
+Three token lists come from the environment, each comma-separated:
+
+=========================  =================================================
+``LLMTALLY_INGEST_TOKENS``  ``Scope.INGEST``: post events (what a syncer holds)
+``LLMTALLY_READ_TOKENS``    ``Scope.READ``: query endpoints, metrics, dashboard
+``LLMTALLY_ADMIN_TOKENS``   ``Scope.ADMIN`` and ``Scope.READ``: clear, plus reads
+=========================  =================================================
+
+An admin token can read but cannot ingest: ingest tokens are handed to every router, so
+they are kept apart from the tokens that can see or delete the data, and a leaked admin
+token cannot be used to inject events. A missing token, an unknown token and a token of
+the wrong scope all get the same 401 (``WWW-Authenticate: Bearer``), so a response never
+tells which tokens exist.
+
+Comparison is constant time: the presented token and every configured token are hashed
+to SHA-256 digests (equal length, so ``hmac.compare_digest`` leaks nothing about length),
+and the presented digest is compared with *every* configured digest, without stopping at
+a match. Tokens are never logged or echoed.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import hmac
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Final
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from .._exceptions import ConfigurationError
+from .responses import error_response
+
+__all__ = ["ENV_VARS", "Auth", "Endpoint", "Scope"]
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+class Scope(enum.IntFlag):
+    """What a token allows. An admin token carries ``ADMIN | READ``."""
+
+    INGEST = 1
+    READ = 2
+    ADMIN = 4
+
+
+ENV_VARS: Final[Mapping[str, Scope]] = {
+    "LLMTALLY_INGEST_TOKENS": Scope.INGEST,
+    "LLMTALLY_READ_TOKENS": Scope.READ,
+    "LLMTALLY_ADMIN_TOKENS": Scope.ADMIN | Scope.READ,
+}
+
+_CHALLENGE: Final = 'Bearer realm="llmtally"'
+_CHALLENGE_INVALID: Final = 'Bearer realm="llmtally", error="invalid_token"'
+
+
+def _digest(token: str) -> bytes:
+    return hashlib.sha256(token.encode("utf-8", "surrogateescape")).digest()
+
+
+def _split(value: str) -> list[str]:
+    return [t.strip() for t in value.split(",") if t.strip()]
+
+
+class Auth:
+    """The configured tokens and the check every protected endpoint makes.
+
+    Build it with ``from_env`` (the server) or ``Auth({...})`` (tests, embedding).
+    ``insecure=True`` opens every endpoint; it is only meant for local experiments.
+    """
+
+    __slots__ = ("_grants", "insecure")
+
+    def __init__(self, tokens: Mapping[str, Scope] | None = None, *, insecure: bool = False):
+        grants: dict[bytes, Scope] = {}
+        for token, scope in (tokens or {}).items():
+            if not token:
+                raise ConfigurationError("an API token must not be empty")
+            d = _digest(token)
+            grants[d] = grants.get(d, Scope(0)) | scope
+        self._grants: tuple[tuple[bytes, int], ...] = tuple((d, int(s)) for d, s in grants.items())
+        self.insecure = insecure
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str], *, insecure: bool = False) -> Auth:
+        """Tokens from ``LLMTALLY_{INGEST,READ,ADMIN}_TOKENS``.
+
+        Raises ``ConfigurationError`` when none is set and ``insecure`` is false: a
+        collector without tokens must be an explicit choice.
+        """
+        tokens: dict[str, Scope] = {}
+        for var, scope in ENV_VARS.items():
+            for token in _split(environ.get(var, "")):
+                tokens[token] = tokens.get(token, Scope(0)) | scope
+        if not tokens and not insecure:
+            raise ConfigurationError(
+                "no API tokens configured: set "
+                + ", ".join(ENV_VARS)
+                + " (comma-separated), or pass --insecure-no-auth"
+            )
+        return cls(tokens, insecure=insecure)
+
+    @property
+    def token_count(self) -> int:
+        """How many distinct tokens are configured (never the tokens themselves)."""
+        return len(self._grants)
+
+    def __repr__(self) -> str:
+        return f"Auth(tokens={self.token_count}, insecure={self.insecure})"
+
+    def scopes_of(self, token: str) -> Scope:
+        """The scopes ``token`` grants (``Scope(0)`` for an unknown token), in time that
+        depends only on the number of configured tokens."""
+        presented = _digest(token)
+        granted = 0
+        for digest, scope in self._grants:
+            # No early exit and no branch on the outcome: every digest is compared.
+            granted |= scope * hmac.compare_digest(presented, digest)
+        return Scope(granted)
+
+    def allows(self, authorization: str | None, scope: Scope) -> bool:
+        """Whether an ``Authorization`` header value grants ``scope``."""
+        if self.insecure:
+            return True
+        token = _bearer_token(authorization)
+        if token is None:
+            return False
+        return scope in self.scopes_of(token)
+
+    def protect(self, scope: Scope, endpoint: Endpoint) -> Endpoint:
+        """``endpoint`` behind a token check: a request without a token granting
+        ``scope`` gets 401 with ``WWW-Authenticate: Bearer`` and never reaches it."""
+
+        async def guarded(request: Request) -> Response:
+            authorization = request.headers.get("authorization")
+            if not self.allows(authorization, scope):
+                challenge = _CHALLENGE if authorization is None else _CHALLENGE_INVALID
+                return error_response(
+                    401, "missing or invalid API token", {"WWW-Authenticate": challenge}
+                )
+            return await endpoint(request)
+
+        guarded.__name__ = getattr(endpoint, "__name__", "guarded")
+        guarded.__doc__ = endpoint.__doc__
+        return guarded
+
+
+def _bearer_token(authorization: str | None) -> str | None:
+    if not authorization:
+        return None
+    scheme, _, token = authorization.partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        return None
+    return token

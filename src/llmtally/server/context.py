@@ -1,0 +1,43 @@
+"""What every collector route needs: the storage, the auth check and the limits.
+
+Route modules take a ``ServerContext`` and return their routes
+(``def routes(ctx: ServerContext) -> list[BaseRoute]``); ``create_app`` builds one
+context and collects the routes of each module, so adding an endpoint group is adding a
+module and one line in ``app.py``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Final
+
+import anyio
+
+from ..storage.base import EventStorage
+from .auth import Auth
+
+__all__ = ["DEFAULT_MAX_BATCH", "DEFAULT_MAX_BODY_BYTES", "ServerContext"]
+
+DEFAULT_MAX_BODY_BYTES: Final = 8 * 1024 * 1024
+DEFAULT_MAX_BATCH: Final = 1000
+
+
+@dataclass(frozen=True, eq=False)
+class ServerContext:
+    """Shared, immutable configuration of one collector app.
+
+    ``write_lock`` serializes writes: a storage connection runs one transaction at a
+    time, and concurrent requests must not interleave their ``BEGIN``/``COMMIT``.
+    """
+
+    storage: EventStorage
+    auth: Auth
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    max_batch: int = DEFAULT_MAX_BATCH
+    write_lock: anyio.Lock = field(default_factory=anyio.Lock)
+
+    def __post_init__(self) -> None:
+        if self.max_body_bytes < 1:
+            raise ValueError("max_body_bytes must be at least 1")
+        if self.max_batch < 1:
+            raise ValueError("max_batch must be at least 1")

@@ -1,0 +1,172 @@
+"""``llmtally serve``: run the collector under uvicorn until SIGTERM or Ctrl-C.
+
+Blocking, synchronous entry point for the CLI (it owns the process: event loop, signal
+handlers, logging). Shutdown on SIGTERM/SIGINT is uvicorn's graceful one: stop
+accepting, let in-flight requests finish (bounded by ``shutdown_timeout``), then run the
+app's lifespan shutdown, which closes the database. The process then exits 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import importlib.util
+import logging
+import signal
+import types
+from dataclasses import dataclass
+from typing import Any, Final, Literal
+
+import uvicorn
+import uvicorn.config
+
+from .._exceptions import ConfigurationError
+from ..storage.sqlite import SqliteStorage
+from .app import create_app
+from .auth import Auth
+from .context import DEFAULT_MAX_BATCH, DEFAULT_MAX_BODY_BYTES
+
+__all__ = ["LOG_LEVELS", "ServeOptions", "ServeError", "serve"]
+
+logger: Final = logging.getLogger("llmtally.server")
+
+LOG_LEVELS: Final = ("critical", "error", "warning", "info", "debug")
+
+
+class ServeError(Exception):
+    """The server could not start; ``exit_code`` is 2 for bad usage, 1 otherwise."""
+
+    def __init__(self, message: str, exit_code: int = 1) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServeOptions:
+    """Everything ``llmtally serve`` is told on its command line."""
+
+    db: str
+    host: str = "127.0.0.1"
+    port: int = 8088
+    insecure_no_auth: bool = False
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    max_batch: int = DEFAULT_MAX_BATCH
+    busy_timeout_ms: int = 5_000
+    log_level: str = "info"
+    access_log: bool = False
+    shutdown_timeout: int = 30
+
+
+class _Stopped(BaseException):
+    """Raised by our signal handler once uvicorn hands the signal back after shutdown."""
+
+
+def _on_signal(signum: int, frame: types.FrameType | None) -> None:
+    raise _Stopped(signum)
+
+
+def _event_loop() -> Literal["uvloop", "asyncio"]:
+    return "uvloop" if importlib.util.find_spec("uvloop") is not None else "asyncio"
+
+
+def _http_impl() -> Literal["httptools", "h11"]:
+    return "httptools" if importlib.util.find_spec("httptools") is not None else "h11"
+
+
+def _log_config(level: str) -> dict[str, Any]:
+    config = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
+    config["loggers"]["llmtally"] = {
+        "handlers": ["default"],
+        "level": level.upper(),
+        "propagate": False,
+    }
+    return config
+
+
+def _url(host: str, port: int) -> str:
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+async def _check_storage(storage: SqliteStorage) -> None:
+    await storage.open()
+    await storage.close()
+
+
+def _storage_for(options: ServeOptions) -> SqliteStorage:
+    storage = SqliteStorage(options.db, busy_timeout_ms=options.busy_timeout_ms)
+    try:
+        # Open once before serving so that a bad path or a failed migration is one
+        # clear line and exit 1, not a lifespan traceback. Runs before any server loop.
+        asyncio.run(_check_storage(storage))
+    except Exception as exc:
+        raise ServeError(f"cannot open database {options.db}: {exc}") from None
+    return storage
+
+
+def serve(options: ServeOptions, environ: dict[str, str]) -> int:
+    """Serve until stopped; returns the exit code (0 after a graceful stop).
+
+    Raises ``ServeError`` when the server cannot start: no tokens configured and no
+    ``--insecure-no-auth`` (exit code 2), a PostgreSQL URL (2), a database that cannot
+    be opened (1). Tokens come from ``environ``; they are never logged.
+    """
+    if options.db.startswith(("postgresql://", "postgres://")):
+        raise ServeError("PostgreSQL support is not available yet", exit_code=2)
+    try:
+        auth = Auth.from_env(environ, insecure=options.insecure_no_auth)
+    except ConfigurationError as exc:
+        raise ServeError(str(exc), exit_code=2) from None
+    try:
+        storage = _storage_for(options)
+        app = create_app(
+            storage,
+            auth=auth,
+            max_body_bytes=options.max_body_bytes,
+            max_batch=options.max_batch,
+            own_storage=True,
+        )
+    except ValueError as exc:
+        raise ServeError(str(exc), exit_code=2) from None
+    config = uvicorn.Config(
+        app,
+        host=options.host,
+        port=options.port,
+        loop=_event_loop(),
+        http=_http_impl(),
+        lifespan="on",
+        access_log=options.access_log,
+        log_level=options.log_level,
+        log_config=_log_config(options.log_level),
+        timeout_graceful_shutdown=options.shutdown_timeout,
+        server_header=False,
+    )
+    server = uvicorn.Server(config)
+    url = _url(options.host, options.port)
+    if auth.insecure:
+        logger.warning(
+            "INSECURE: --insecure-no-auth is set: every endpoint at %s is open to anyone "
+            "who can reach it, with no token",
+            url,
+        )
+    logger.info(
+        "llmtally collector on %s (db %s, %d API tokens, loop %s, http %s)",
+        url,
+        options.db,
+        auth.token_count,
+        config.loop,
+        config.http,
+    )
+    # uvicorn installs its own handlers while serving and, after a graceful shutdown,
+    # re-raises the signal it caught against the previous handler. Ours turns that into
+    # a normal return (exit 0) instead of death by SIGTERM.
+    previous = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        server.run()
+    except _Stopped:
+        return 0
+    except SystemExit as exc:  # uvicorn exits on bind errors and failed startup
+        return 0 if exc.code in (None, 0) else 1
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return 0

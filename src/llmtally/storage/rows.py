@@ -1,0 +1,175 @@
+"""Events to table rows and back: one column layout shared by every storage backend.
+
+Request events live in columns (so queries can filter and aggregate them); the payload of
+lifecycle and budget events is kept as JSON in ``extra``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Final
+
+import msgspec
+
+from ..events import (
+    AnalyticsEvent,
+    EventPayload,
+    LlmRequestCompleted,
+    LlmRequestFailed,
+)
+
+__all__ = [
+    "COLUMNS",
+    "LOCAL",
+    "PENDING",
+    "REFUSED",
+    "SYNCED",
+    "event_to_row",
+    "row_to_event",
+]
+
+# sync_state values
+PENDING: Final = 0  # a request event not yet accepted by the collector (the outbox)
+SYNCED: Final = 1  # accepted by the collector (or stored by the collector itself)
+LOCAL: Final = 2  # lifecycle/budget events: never synced
+REFUSED: Final = 3  # refused by the collector (4xx other than auth, or 413 alone): dropped
+
+COLUMNS: Final = (
+    "event_id",
+    "event_type",
+    "timestamp_ms",
+    "agent_id",
+    "provider_id",
+    "provider",
+    "model",
+    "input_tokens",
+    "output_tokens",
+    "cached_input_tokens",
+    "cache_write_input_tokens",
+    "cost_nanos",
+    "pricing_status",
+    "duration_ms",
+    "ttft_ms",
+    "error_code",
+    "error_message",
+    "status_code",
+    "sync_state",
+    "extra",
+)
+
+_encode: Final = msgspec.json.Encoder().encode
+_decode_payload: Final = msgspec.json.Decoder(EventPayload).decode
+
+
+def event_to_row(event: AnalyticsEvent, synced_state: int | None = None) -> tuple[Any, ...]:
+    """The row for ``event`` in ``COLUMNS`` order. ``synced_state`` overrides the state
+    derived from the event (pending/synced for request events, local otherwise)."""
+    p = event.payload
+    cls = type(p)
+    if cls is LlmRequestCompleted or cls is LlmRequestFailed:
+        assert isinstance(p, LlmRequestCompleted | LlmRequestFailed)
+        failed = cls is LlmRequestFailed
+        state = (SYNCED if event.synced else PENDING) if synced_state is None else synced_state
+        return (
+            event.event_id,
+            "llm_request_failed" if failed else "llm_request_completed",
+            event.timestamp_ms,
+            event.agent_id,
+            p.provider_id,
+            p.provider,
+            p.model,
+            p.input_tokens,
+            p.output_tokens,
+            p.cached_input_tokens,
+            p.cache_write_input_tokens,
+            p.cost_nanos,
+            p.pricing_status,
+            p.duration_ms,
+            p.ttft_ms,
+            p.error_code if failed else None,  # type: ignore[union-attr]
+            p.error_message if failed else None,  # type: ignore[union-attr]
+            p.status_code if failed else None,  # type: ignore[union-attr]
+            state,
+            None,
+        )
+    return (
+        event.event_id,
+        event.event_type,
+        event.timestamp_ms,
+        event.agent_id,
+        None,
+        None,
+        None,
+        0,
+        0,
+        0,
+        0,
+        0,
+        None,
+        None,
+        None,
+        None,
+        None,
+        None,
+        LOCAL if synced_state is None else synced_state,
+        _encode(p),
+    )
+
+
+def row_to_event(row: Sequence[Any]) -> AnalyticsEvent:
+    """Inverse of ``event_to_row`` (``row`` in ``COLUMNS`` order)."""
+    (
+        event_id,
+        event_type,
+        timestamp_ms,
+        agent_id,
+        provider_id,
+        provider,
+        model,
+        input_tokens,
+        output_tokens,
+        cached,
+        cache_write,
+        cost_nanos,
+        pricing_status,
+        duration_ms,
+        ttft_ms,
+        error_code,
+        error_message,
+        status_code,
+        sync_state,
+        extra,
+    ) = row
+    payload: EventPayload
+    if event_type == "llm_request_completed" or event_type == "llm_request_failed":
+        common: dict[str, Any] = {
+            "model": model,
+            "provider": provider,
+            "provider_id": provider_id,
+            "input_tokens": input_tokens,
+            "output_tokens": output_tokens,
+            "cached_input_tokens": cached,
+            "cache_write_input_tokens": cache_write,
+            "cost_nanos": cost_nanos,
+            "pricing_status": pricing_status,
+            "duration_ms": duration_ms,
+            "ttft_ms": ttft_ms,
+        }
+        if event_type == "llm_request_failed":
+            payload = LlmRequestFailed(
+                error_code=error_code,
+                error_message=error_message,
+                status_code=status_code,
+                **common,
+            )
+        else:
+            payload = LlmRequestCompleted(**common)
+    else:
+        payload = _decode_payload(extra)
+    return AnalyticsEvent(
+        event_id=event_id,
+        timestamp_ms=timestamp_ms,
+        payload=payload,
+        agent_id=agent_id,
+        synced=sync_state == SYNCED,
+    )

@@ -1,0 +1,773 @@
+"""``EventStore``: the facade a router embeds. Owns the streams and the actors' TaskGroup.
+
+::
+
+    record*() ──▶ [ingest stream, capacity N] ──▶ aggregate ──▶ [batches] ──▶ persist ──▶ storage
+                  drop_newest | block               stats,        (size/time,
+                                                    fan-out       1 txn each)
+
+Runtime conditions never raise into the caller: a full buffer, a failing disk, a closed
+store — each is counted (``dropped_count()``, ``stats()``). Only invalid arguments raise
+``ValidationError``, and using a store that was never opened raises ``StoreClosedError``.
+"""
+
+from __future__ import annotations
+
+import enum
+import functools
+import logging
+import os
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from contextlib import AbstractAsyncContextManager, AsyncExitStack
+from types import TracebackType
+from typing import Literal, Self
+
+import anyio
+from anyio.abc import TaskGroup
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from . import _validation as v
+from ._config import SyncConfig
+from ._exceptions import StoreClosedError, ValidationError
+from ._ids import new_event_id
+from .analysis.stats import Aggregate, ComputedStats, StatsDelta
+from .events import (
+    AnalyticsEvent,
+    BudgetThresholdReached,
+    EventPayload,
+    LlmRequestCompleted,
+    LlmRequestFailed,
+    RouterStarted,
+    RouterStopped,
+    nanos_to_micros,
+)
+from .pipeline.aggregate import aggregate
+from .pipeline.fanout import Fanout, Subscription
+from .pipeline.messages import Barrier, PersistBatch
+from .pipeline.persist import persist
+from .pipeline.sync import (
+    INBOX_CAPACITY,
+    SyncHooks,
+    SyncMessage,
+    SyncRequest,
+    SyncResult,
+    SyncState,
+    ingest_url,
+    outbox_for,
+    sync,
+)
+from .pricing import PricingManager
+from .providers import Provider, infer_provider
+from .storage.base import EventStorage
+from .storage.memory import MemoryStorage
+from .storage.rows import SYNCED
+from .storage.sqlite import SqliteStorage, Synchronous
+
+__all__ = ["EventStore", "Overflow"]
+
+logger = logging.getLogger("llmtally")
+
+_MAX_ID = v.MAX_ID_LENGTH
+_MAX_COUNT = v.MAX_COUNT
+_MAX_MS = v.MAX_DURATION_MS
+
+Overflow = Literal["drop_newest", "block"]
+
+
+class _State(enum.Enum):
+    UNOPENED = 1
+    OPEN = 2
+    CLOSING = 3
+    CLOSED = 4
+
+
+def _wall_clock_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+_DEFAULT_PRICING: list[PricingManager] = []
+
+
+def _default_pricing() -> PricingManager:
+    # One bundled price table per process: resolving prices is costly, results are shared.
+    if not _DEFAULT_PRICING:
+        _DEFAULT_PRICING.append(PricingManager())
+    return _DEFAULT_PRICING[0]
+
+
+class EventStore:
+    """Embedded analytics store. Use as ``async with EventStore(...) as store:``.
+
+    Args:
+        path: SQLite file (created with its folder), or ``None`` to keep a bounded
+            in-memory history of ``history`` events instead.
+        capacity: bound of the ingest buffer (events accepted, not yet aggregated).
+        overflow: ``"drop_newest"`` (default) — ``record*`` never waits; an event that
+            does not fit is dropped and counted. ``"block"`` — ``await record*`` waits for
+            room (back-pressure); ``record_nowait`` still drops.
+        pricing: prices for cost; default: genai-prices' bundled data.
+        sync: where to sync request events (``SyncConfig``), or ``None``.
+        batch_size, batch_linger: the persister writes when this many events wait, or
+            when the oldest has waited this many seconds (default 1,000 / 0.05 s).
+        drain_timeout: leaving ``async with`` waits at most this long (s) for the
+            pipeline to write what it accepted; the hard backstop, not the plan. With
+            ``sync``, the syncer's last round (``sync.shutdown_timeout``) comes on top.
+        synchronous: SQLite durability: ``"NORMAL"`` (survives a process crash) or
+            ``"FULL"`` (survives power loss).
+        subscriber_capacity: buffer of each live subscriber.
+        max_keys: cardinality bound of each stats view (by model/provider/agent/key).
+        clock: unix-milliseconds clock for event timestamps (injectable for tests).
+        storage: a storage backend to use instead of ``path`` (advanced, tests).
+        sync_hooks: the syncer's sleep, clock, jitter and HTTP transport (tests).
+    """
+
+    # The ingest stream exists from ``__aenter__`` on; the state check guards every use.
+    _ingest_tx: MemoryObjectSendStream[AnalyticsEvent | Barrier]
+    _ingest_rx: MemoryObjectReceiveStream[AnalyticsEvent | Barrier]
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        capacity: int = 10_000,
+        overflow: Overflow = "drop_newest",
+        pricing: PricingManager | None = None,
+        sync: SyncConfig | None = None,
+        history: int = 10_000,
+        batch_size: int = 1_000,
+        batch_linger: float = 0.05,
+        drain_timeout: float = 10.0,
+        synchronous: Synchronous = "NORMAL",
+        subscriber_capacity: int = 1_000,
+        max_keys: int = 10_000,
+        clock: Callable[[], int] | None = None,
+        storage: EventStorage | None = None,
+        sync_hooks: SyncHooks | None = None,
+    ) -> None:
+        if type(capacity) is not int or capacity < 1:
+            raise ValidationError(f"capacity must be a positive int, got {capacity!r}")
+        if overflow not in ("drop_newest", "block"):
+            raise ValidationError(f"overflow must be 'drop_newest' or 'block', got {overflow!r}")
+        if batch_size < 1 or batch_linger < 0 or drain_timeout < 0:
+            raise ValidationError("batch_size must be ≥ 1; batch_linger, drain_timeout ≥ 0")
+        self.path = None if path is None else os.fspath(path)
+        self.capacity = capacity
+        self.overflow: Overflow = overflow
+        self.sync_config = sync
+        self._pricing = pricing
+        self._batch_size = batch_size
+        self._batch_linger = batch_linger
+        # The syncer's last round starts once everything is written: it adds its own bound.
+        self._drain_timeout = drain_timeout + (0.0 if sync is None else sync.shutdown_timeout)
+        if sync is not None:
+            ingest_url(sync.server_url)  # raises ConfigurationError now, not in __aenter__
+        self._sync_state = None if sync is None else SyncState()
+        self._sync_hooks = sync_hooks
+        self._sync_tx: MemoryObjectSendStream[SyncMessage] | None = None
+        self._clock = clock or _wall_clock_ms
+        if storage is None:
+            storage = (
+                MemoryStorage(history=history)
+                if path is None
+                else SqliteStorage(path, synchronous=synchronous)
+            )
+        self._storage: EventStorage = storage
+        self._aggregate = Aggregate(max_keys=max_keys)
+        self._fanout = Fanout(capacity=subscriber_capacity)
+        self._state = _State.UNOPENED
+        self._stack: AsyncExitStack | None = None
+        self._tg: TaskGroup | None = None
+        # Half-full is where ``await record*`` starts yielding to the loop so the
+        # aggregator drains the buffer even when a producer never awaits anything else.
+        self._yield_at = max(1, capacity // 2 - 64)
+        # Counters (only ever touched from the event loop's thread).
+        self._attempted = 0
+        self._accepted = 0
+        self._dropped: Counter[str] = Counter()
+        self._persisted = 0
+        self._persist_errors = 0
+        self._stored = 0
+        self._pending = 0
+        self._outbox_drops_seen = 0
+        self._provider_of: dict[str, str] = {}
+
+    # --- lifecycle ---------------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        if self._state is not _State.UNOPENED:
+            raise StoreClosedError("an EventStore can be opened only once; create a new one")
+        if self._pricing is None:
+            self._pricing = await anyio.to_thread.run_sync(_default_pricing)
+        self._ingest_tx, self._ingest_rx = anyio.create_memory_object_stream[
+            AnalyticsEvent | Barrier
+        ](self.capacity)
+        self._ingest_stats = self._ingest_tx.statistics
+        stack = AsyncExitStack()
+        await stack.__aenter__()
+        try:
+            await self._storage.open()
+            stack.push_async_callback(self._storage.close)
+            totals = await self._storage.load_totals()
+            self._aggregate.apply(totals)
+            self._stored = await self._storage.count_events()
+            self._pending = await self._storage.count_pending()
+            stack.callback(self._fanout.close)
+            committed_tx: MemoryObjectSendStream[int] | None = None
+            if self.sync_config is not None:
+                # The syncer reads the outbox through its own connection (see outbox_for).
+                outbox = outbox_for(self._storage)
+                if outbox is not self._storage:
+                    await outbox.open()
+                    stack.push_async_callback(outbox.close)
+                sync_tx, sync_rx = anyio.create_memory_object_stream[SyncMessage](INBOX_CAPACITY)
+                committed_tx = sync_tx.clone()  # the persister's end: its EOF ends the syncer
+                stack.callback(sync_rx.close)  # (idempotent) for a failure before it starts
+                stack.callback(committed_tx.close)
+            self._tg = tg = await stack.enter_async_context(anyio.create_task_group())
+            if self.sync_config is not None:
+                self._sync_tx = sync_tx
+                stack.callback(sync_tx.close)  # on exit, before the actors drain: no sync_now
+            persist_tx, persist_rx = anyio.create_memory_object_stream[PersistBatch](
+                max(2, self.capacity // self._batch_size)
+            )
+            await tg.start(aggregate, self._ingest_rx, persist_tx, self._aggregate, self._fanout)
+            await tg.start(self._run_persister, persist_rx, totals, committed_tx)
+            if self.sync_config is not None:
+                assert self._sync_state is not None
+                syncer = functools.partial(
+                    sync,
+                    outbox=outbox,
+                    config=self.sync_config,
+                    state=self._sync_state,
+                    pending_count=self.unsynced_count,
+                    on_marked=self._on_synced,
+                    hooks=self._sync_hooks,
+                )
+                await tg.start(syncer, sync_rx)
+        except BaseException as exc:
+            self._state = _State.CLOSED
+            self._ingest_tx.close()  # end-of-stream for an aggregator that did start
+            try:
+                await stack.__aexit__(type(exc), exc, exc.__traceback__)
+            finally:
+                self._ingest_rx.close()  # for one that did not
+            raise
+        self._stack = stack
+        self._state = _State.OPEN
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._state is not _State.OPEN:
+            return
+        self._state = _State.CLOSING
+        assert self._stack is not None and self._tg is not None
+        # Graceful stop: close the head stream and let end-of-stream cascade through the
+        # actors. The body may have been cancelled: shield the drain, bounded by a deadline.
+        self._ingest_tx.close()
+        scope = self._tg.cancel_scope
+        scope.shield = True
+        scope.deadline = anyio.current_time() + self._drain_timeout
+        try:
+            await self._stack.aclose()
+        except BaseExceptionGroup as group:
+            if len(group.exceptions) == 1:
+                raise group.exceptions[0] from None
+            raise
+        finally:
+            self._state = _State.CLOSED
+            if scope.cancelled_caught:
+                logger.error("llmtally: shutdown deadline (%.1fs) reached", self._drain_timeout)
+
+    async def _run_persister(
+        self,
+        rx: anyio.streams.memory.MemoryObjectReceiveStream[PersistBatch],
+        totals: StatsDelta,
+        committed_tx: MemoryObjectSendStream[int] | None = None,
+        *,
+        task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+    ) -> None:
+        await persist(
+            rx,
+            self._storage,
+            totals,
+            batch_size=self._batch_size,
+            linger=self._batch_linger,
+            on_committed=self._on_committed,
+            on_error=self._on_persist_error,
+            on_lost=self._on_persist_lost,
+            committed_tx=committed_tx,
+            task_status=task_status,
+        )
+
+    def _on_committed(self, events: list[AnalyticsEvent]) -> None:
+        n = len(events)
+        self._persisted += n
+        self._stored += n
+        pending = 0
+        for e in events:
+            if not e.synced and type(e.payload) in (LlmRequestCompleted, LlmRequestFailed):
+                pending += 1
+        self._pending += pending
+        outbox_drops = getattr(self._storage, "pending_dropped", 0)
+        if outbox_drops != self._outbox_drops_seen:
+            fresh = outbox_drops - self._outbox_drops_seen
+            self._outbox_drops_seen = outbox_drops
+            self._pending -= fresh
+            self._dropped["outbox_full"] += fresh
+        if isinstance(self._storage, MemoryStorage):
+            self._stored = len(self._storage)  # a bounded history: old events fall off
+
+    def _on_persist_error(self, exc: Exception, attempt: int) -> None:
+        self._persist_errors += 1
+        if attempt & (attempt - 1) == 0:  # 1, 2, 4, 8, ...: a failing disk must not flood logs
+            logger.warning(
+                "llmtally: writing events failed (attempt %d), retrying: %s", attempt, exc
+            )
+
+    def _on_persist_lost(self, count: int) -> None:
+        self._dropped["persist_failed"] += count
+        logger.error("llmtally: %d accepted events could not be written before shutdown", count)
+
+    # --- producing ---------------------------------------------------------------------
+
+    def _closed_drop(self) -> None:
+        if self._state is _State.UNOPENED:
+            raise StoreClosedError("use the store inside `async with EventStore(...) as store:`")
+        self._attempted += 1
+        self._dropped["closed"] += 1
+
+    async def _submit(self, event: AnalyticsEvent) -> AnalyticsEvent | None:
+        if self._state is not _State.OPEN:
+            self._closed_drop()
+            return None
+        self._attempted += 1
+        try:
+            self._ingest_tx.send_nowait(event)
+        except anyio.WouldBlock:
+            if self.overflow == "drop_newest":
+                self._dropped["buffer_full"] += 1
+                return None
+            try:
+                await self._ingest_tx.send(event)
+            except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+                self._dropped["closed"] += 1
+                return None
+        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+            self._dropped["closed"] += 1
+            return None
+        self._accepted += 1
+        # Reading the depth costs about a microsecond: look every 64th event only.
+        if not self._accepted & 63 and self._ingest_stats().current_buffer_used >= self._yield_at:
+            await anyio.lowlevel.checkpoint()
+        return event
+
+    def record_nowait(self, event: AnalyticsEvent) -> bool:
+        """Offer a pre-built event without waiting (for synchronous callers on the event
+        loop's thread). Returns ``False`` when it was dropped (buffer full or store closed;
+        counted). Raises ``ValidationError`` for an invalid event."""
+        _check_event(event)
+        if self._state is not _State.OPEN:
+            self._closed_drop()
+            return False
+        self._attempted += 1
+        try:
+            self._ingest_tx.send_nowait(event)
+        except anyio.WouldBlock:
+            self._dropped["buffer_full"] += 1
+            return False
+        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+            self._dropped["closed"] += 1
+            return False
+        self._accepted += 1
+        return True
+
+    async def record(self, event: AnalyticsEvent) -> AnalyticsEvent | None:
+        """Record a pre-built event. Returns it, or ``None`` when dropped (counted)."""
+        _check_event(event)
+        return await self._submit(event)
+
+    def _new_event(
+        self, payload: EventPayload, agent_id: object, timestamp_ms: object
+    ) -> AnalyticsEvent:
+        now = self._clock()
+        if timestamp_ms is None:
+            ts = now
+        elif type(timestamp_ms) is int and timestamp_ms >= 0:
+            ts = timestamp_ms
+        else:
+            raise ValidationError(f"timestamp_ms must be a non-negative int, got {timestamp_ms!r}")
+        return AnalyticsEvent(
+            event_id=new_event_id(now),
+            timestamp_ms=ts,
+            payload=payload,
+            agent_id=v.check_optional_id("agent_id", agent_id),
+        )
+
+    def _usage(
+        self,
+        model: object,
+        provider: object,
+        input_tokens: object,
+        output_tokens: object,
+        cached_input_tokens: object,
+        cache_write_input_tokens: object,
+    ) -> tuple[str, str, int, int, int, int, int, Literal["priced", "unpriced"]]:
+        m = v.check_id("model", model)
+        p = self._infer(m) if provider is None else v.check_id("provider", provider)
+        i = v.check_count("input_tokens", input_tokens)
+        o = v.check_count("output_tokens", output_tokens)
+        c = v.check_count("cached_input_tokens", cached_input_tokens)
+        w = v.check_count("cache_write_input_tokens", cache_write_input_tokens)
+        if c + w > i:
+            raise ValidationError(
+                "cached_input_tokens + cache_write_input_tokens must not exceed input_tokens "
+                f"(the total input, cache parts included): {c} + {w} > {i}"
+            )
+        assert self._pricing is not None
+        cost, status = self._pricing.cost(m, p, i, o, c, w)
+        return m, p, i, o, c, w, cost, status
+
+    async def record_llm_completed(
+        self,
+        model: str,
+        input_tokens: int = 0,
+        output_tokens: int = 0,
+        *,
+        agent_id: str | None = None,
+        provider_id: str | None = None,
+        provider: Provider | str | None = None,
+        cached_input_tokens: int = 0,
+        cache_write_input_tokens: int = 0,
+        duration_ms: float | None = None,
+        ttft_ms: float | None = None,
+        timestamp_ms: int | None = None,
+    ) -> AnalyticsEvent | None:
+        """Record a successful upstream LLM call; cost and provider are filled in.
+
+        ``input_tokens`` is the total input, cache reads and writes included. Returns the
+        accepted event, or ``None`` when it was dropped (buffer full or store closed;
+        counted). Raises ``ValidationError`` for invalid arguments (nothing recorded).
+        """
+        pricing = self._pricing
+        if pricing is None:
+            self._closed_drop()
+            return None
+        # The hot path: one inline check of the common case (plain str/int/float values
+        # in range). Anything else goes through the checks that explain what is wrong.
+        if (
+            type(model) is str
+            and 0 < len(model) <= _MAX_ID
+            and type(input_tokens) is int
+            and type(output_tokens) is int
+            and type(cached_input_tokens) is int
+            and type(cache_write_input_tokens) is int
+            and cached_input_tokens >= 0
+            and cache_write_input_tokens >= 0
+            and cached_input_tokens + cache_write_input_tokens <= input_tokens <= _MAX_COUNT
+            and 0 <= output_tokens <= _MAX_COUNT
+            and (
+                duration_ms is None
+                or (type(duration_ms) is float and 0.0 <= duration_ms <= _MAX_MS)
+            )
+            and (ttft_ms is None or (type(ttft_ms) is float and 0.0 <= ttft_ms <= _MAX_MS))
+            and (agent_id is None or (type(agent_id) is str and 0 < len(agent_id) <= _MAX_ID))
+            and (
+                provider_id is None
+                or (type(provider_id) is str and 0 < len(provider_id) <= _MAX_ID)
+            )
+            and timestamp_ms is None
+        ):
+            if provider is None:
+                p = self._provider_of.get(model)
+                if p is None:
+                    p = self._infer(model)
+            else:
+                p = v.check_id("provider", provider)
+            cost, status = pricing.cost(
+                model, p, input_tokens, output_tokens, cached_input_tokens, cache_write_input_tokens
+            )
+            now = self._clock()
+            event = AnalyticsEvent(
+                event_id=new_event_id(now),
+                timestamp_ms=now,
+                payload=LlmRequestCompleted(
+                    model=model,
+                    provider=p,
+                    provider_id=provider_id,
+                    input_tokens=input_tokens,
+                    output_tokens=output_tokens,
+                    cached_input_tokens=cached_input_tokens,
+                    cache_write_input_tokens=cache_write_input_tokens,
+                    cost_nanos=cost,
+                    pricing_status=status,
+                    duration_ms=duration_ms,
+                    ttft_ms=ttft_ms,
+                ),
+                agent_id=agent_id,
+            )
+            return await self._submit(event)
+        m, p, i, o, c, w, cost, status = self._usage(
+            model,
+            provider,
+            input_tokens,
+            output_tokens,
+            cached_input_tokens,
+            cache_write_input_tokens,
+        )
+        payload = LlmRequestCompleted(
+            model=m,
+            provider=p,
+            provider_id=v.check_optional_id("provider_id", provider_id),
+            input_tokens=i,
+            output_tokens=o,
+            cached_input_tokens=c,
+            cache_write_input_tokens=w,
+            cost_nanos=cost,
+            pricing_status=status,
+            duration_ms=v.check_duration("duration_ms", duration_ms),
+            ttft_ms=v.check_duration("ttft_ms", ttft_ms),
+        )
+        return await self._submit(self._new_event(payload, agent_id, timestamp_ms))
+
+    def _infer(self, model: str) -> str:
+        """The provider of ``model`` by name, remembered in a bounded map."""
+        p = infer_provider(model).value
+        if len(self._provider_of) >= 4_096:
+            self._provider_of.clear()
+        self._provider_of[model] = p
+        return p
+
+    async def record_llm_failed(
+        self,
+        model: str,
+        *,
+        error_code: str,
+        error_message: str | None = None,
+        status_code: int | None = None,
+        agent_id: str | None = None,
+        provider_id: str | None = None,
+        provider: Provider | str | None = None,
+        input_tokens: int = 0,
+        output_tokens: int = 0,
+        cached_input_tokens: int = 0,
+        cache_write_input_tokens: int = 0,
+        duration_ms: float | None = None,
+        ttft_ms: float | None = None,
+        timestamp_ms: int | None = None,
+    ) -> AnalyticsEvent | None:
+        """Record a failed upstream LLM call (tokens: what was consumed anyway).
+
+        ``error_message`` is truncated to 2,000 characters. Returns the accepted event or
+        ``None`` when dropped; raises ``ValidationError`` for invalid arguments.
+        """
+        if self._pricing is None:
+            self._closed_drop()
+            return None
+        m, p, i, o, c, w, cost, status = self._usage(
+            model,
+            provider,
+            input_tokens,
+            output_tokens,
+            cached_input_tokens,
+            cache_write_input_tokens,
+        )
+        payload = LlmRequestFailed(
+            model=m,
+            provider=p,
+            provider_id=v.check_optional_id("provider_id", provider_id),
+            input_tokens=i,
+            output_tokens=o,
+            cached_input_tokens=c,
+            cache_write_input_tokens=w,
+            cost_nanos=cost,
+            pricing_status=status,
+            duration_ms=v.check_duration("duration_ms", duration_ms),
+            ttft_ms=v.check_duration("ttft_ms", ttft_ms),
+            error_code=v.check_id("error_code", error_code),
+            error_message=v.check_message(error_message),
+            status_code=v.check_status(status_code),
+        )
+        return await self._submit(self._new_event(payload, agent_id, timestamp_ms))
+
+    async def record_budget_threshold(
+        self,
+        threshold_percent: int,
+        *,
+        current_spend_micros: int,
+        budget_micros: int,
+        agent_id: str | None = None,
+        budget_id: str | None = None,
+        timestamp_ms: int | None = None,
+    ) -> AnalyticsEvent | None:
+        """Record that spend crossed ``threshold_percent`` of a budget (kept locally)."""
+        payload = BudgetThresholdReached(
+            threshold_percent=v.check_count("threshold_percent", threshold_percent),
+            current_spend_micros=v.check_count("current_spend_micros", current_spend_micros),
+            budget_micros=v.check_count("budget_micros", budget_micros),
+            budget_id=v.check_optional_id("budget_id", budget_id),
+        )
+        return await self._submit(self._new_event(payload, agent_id, timestamp_ms))
+
+    async def record_router_started(
+        self, port: int | None = None, *, timestamp_ms: int | None = None
+    ) -> AnalyticsEvent | None:
+        """Record that the router started (kept locally)."""
+        if port is not None and (type(port) is not int or not 0 <= port <= 65535):
+            raise ValidationError(f"port must be an int within 0..65535, got {port!r}")
+        return await self._submit(self._new_event(RouterStarted(port=port), None, timestamp_ms))
+
+    async def record_router_stopped(
+        self, *, timestamp_ms: int | None = None
+    ) -> AnalyticsEvent | None:
+        """Record that the router stopped; the payload carries the totals at this moment
+        (after a ``flush()``, so every request recorded before counts)."""
+        if self._state is _State.OPEN:
+            await self.flush()
+        t = self._aggregate.totals()
+        payload = RouterStopped(
+            total_requests=t.requests,
+            failed_requests=t.failed_requests,
+            total_input_tokens=t.input_tokens,
+            total_output_tokens=t.output_tokens,
+            total_cost_micros=nanos_to_micros(t.cost_nanos),
+        )
+        return await self._submit(self._new_event(payload, None, timestamp_ms))
+
+    # --- reading -----------------------------------------------------------------------
+
+    async def flush(self) -> None:
+        """Wait until every event accepted before this call is aggregated and persisted.
+
+        Waits for room in a full buffer (a flush is never dropped) and, while the disk is
+        failing, until the write succeeds. Returns at once on a closed store.
+        """
+        if self._state is _State.UNOPENED:
+            raise StoreClosedError("use the store inside `async with EventStore(...) as store:`")
+        if self._state is not _State.OPEN:
+            return
+        barrier = Barrier()
+        try:
+            await self._ingest_tx.send(barrier)
+        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+            return
+        await barrier.done.wait()
+
+    def stats(self) -> ComputedStats:
+        """A snapshot of the statistics (current after ``await flush()``) and health."""
+        return self._aggregate.snapshot(
+            dropped_events=self.dropped_count(),
+            dropped_by_cause=dict(self._dropped),
+            unsynced_events=self._pending,
+            persist_errors=self._persist_errors,
+            sync_status="disabled" if self._sync_state is None else self._sync_state.status,
+            sync={} if self._sync_state is None else self._sync_state.counters(),
+        )
+
+    async def sync_now(self) -> SyncResult:
+        """Flush, then sync: one round of the syncer (see ``llmtally.pipeline.sync``).
+
+        Waits for a round in flight and for a backoff in progress (a collector's
+        ``Retry-After`` is honoured), then returns the next round's ``SyncResult``. A
+        failed request does not raise: it shows in ``failed`` and ``stats()``. Returns an
+        all-zero result when sync is disabled or the store is closing or closed; raises
+        ``StoreClosedError`` before the store is opened.
+        """
+        if self._state is _State.UNOPENED:
+            raise StoreClosedError("use the store inside `async with EventStore(...) as store:`")
+        tx = self._sync_tx
+        if tx is None or self._state is not _State.OPEN:
+            return SyncResult()
+        await self.flush()
+        request = SyncRequest()
+        try:
+            await tx.send(request)
+        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+            return SyncResult()
+        await request.done.wait()
+        return request.result
+
+    def _on_synced(self, changed: int) -> None:
+        self._pending -= changed
+
+    def dropped_count(self) -> int:
+        """Events dropped since the store opened (all causes; see ``stats().dropped_by_cause``)."""
+        return sum(self._dropped.values())
+
+    def unsynced_count(self) -> int:
+        """Request events persisted but not yet accepted by a collector."""
+        return self._pending
+
+    def __len__(self) -> int:
+        """Events held: stored plus accepted and not yet written."""
+        return self._stored + (self._accepted - self._persisted - self._dropped["persist_failed"])
+
+    def is_empty(self) -> bool:
+        """``len(store) == 0``."""
+        return len(self) == 0
+
+    def subscribe(self, capacity: int | None = None) -> AbstractAsyncContextManager[Subscription]:
+        """A live view: ``async with store.subscribe() as events: async for ev in events``.
+
+        Sees events accepted after it starts. A slow subscriber loses events (counted in
+        its ``dropped``) and never slows the pipeline. Iteration ends when the store closes.
+        """
+        return self._fanout.subscribe(capacity)
+
+    async def snapshot_events(self, limit: int | None = None) -> list[AnalyticsEvent]:
+        """Stored events, oldest first (after a flush); non-destructive."""
+        await self.flush()
+        return await self._storage.snapshot(limit)
+
+    async def drain_all(self) -> list[AnalyticsEvent]:
+        """Remove and return every stored event (after a flush). Stats are kept."""
+        await self.flush()
+        events = await self._storage.drain()
+        self._stored -= len(events)
+        self._pending = await self._storage.count_pending()
+        return events
+
+    async def unsynced_events(self, limit: int = 10_000) -> list[AnalyticsEvent]:
+        """Up to ``limit`` request events not yet synced, oldest first (after a flush)."""
+        await self.flush()
+        return await self._storage.pending(limit)
+
+    async def mark_synced(self, event_ids: Sequence[str]) -> int:
+        """Mark events as synced; returns how many were pending."""
+        changed = await self._storage.mark(list(event_ids), SYNCED)
+        self._pending -= changed
+        return changed
+
+
+def _check_event(event: object) -> None:
+    if not isinstance(event, AnalyticsEvent):
+        raise ValidationError(f"expected an AnalyticsEvent, got {type(event).__name__}")
+    v.check_id("event_id", event.event_id)
+    if type(event.timestamp_ms) is not int or event.timestamp_ms < 0:
+        raise ValidationError(
+            f"timestamp_ms must be a non-negative int, got {event.timestamp_ms!r}"
+        )
+    v.check_optional_id("agent_id", event.agent_id)
+    p = event.payload
+    if isinstance(p, LlmRequestCompleted | LlmRequestFailed):
+        v.check_id("model", p.model)
+        v.check_id("provider", p.provider)
+        v.check_optional_id("provider_id", p.provider_id)
+        for name in (
+            "input_tokens",
+            "output_tokens",
+            "cached_input_tokens",
+            "cache_write_input_tokens",
+            "cost_nanos",
+        ):
+            v.check_count(name, getattr(p, name))
+        if p.cached_input_tokens + p.cache_write_input_tokens > p.input_tokens:
+            raise ValidationError("cache token parts exceed input_tokens")
+        v.check_duration("duration_ms", p.duration_ms)
+        v.check_duration("ttft_ms", p.ttft_ms)

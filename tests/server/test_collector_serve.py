@@ -1,0 +1,136 @@
+"""``llmtally serve`` as a process: start-up refusals, insecure mode, SIGTERM."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+from pathlib import Path
+
+import httpx2
+import pytest
+
+from llmtally.cli import main
+
+from .collector import (
+    EVENTS_PATH,
+    INGEST_TOKEN,
+    base_env,
+    body,
+    free_port,
+    serve_command,
+    start_collector,
+    stored_id_counts,
+    wire_batch,
+    wire_event,
+)
+
+JSON = {"Content-Type": "application/json"}
+
+
+def run_serve(
+    db: Path | str, *extra: str, tokens: dict[str, str]
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        serve_command(db, free_port(), *extra),
+        env=base_env(tokens),
+        capture_output=True,
+        text=True,
+        timeout=15,
+        check=False,
+    )
+
+
+def test_refuses_to_start_without_tokens(tmp_path: Path) -> None:
+    result = run_serve(tmp_path / "c.db", tokens={"LLMTALLY_READ_TOKENS": " , "})
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "no API tokens configured" in lines[0]
+    assert "--insecure-no-auth" in lines[0]
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "c.db").exists()
+
+
+def test_postgres_url_is_not_available_yet(tmp_path: Path) -> None:
+    result = run_serve("postgresql://u@localhost/db", tokens={})
+    assert result.returncode == 2
+    assert "PostgreSQL support is not available yet" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_unusable_database_is_one_line_and_exit_1(tmp_path: Path) -> None:
+    not_a_db = tmp_path / "junk.db"
+    not_a_db.write_bytes(b"this is not a database" * 100)
+    result = run_serve(not_a_db, tokens={"LLMTALLY_INGEST_TOKENS": "t"})
+    assert result.returncode == 1
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "cannot open database" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        pytest.param([], id="no-command"),
+        pytest.param(["serve", "--port", "0"], id="port-zero"),
+        pytest.param(["serve", "--max-body-bytes", "lots"], id="not-a-number"),
+        pytest.param(["bogus"], id="unknown-command"),
+    ],
+)
+def test_usage_errors_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(argv) == 2
+    assert "error:" in capsys.readouterr().err
+
+
+def test_help_lists_defaults(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["serve", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "(default: 8088)" in out
+    assert "LLMTALLY_INGEST_TOKENS" in out
+
+
+@pytest.mark.asyncio
+async def test_insecure_no_auth_opens_every_endpoint_and_warns(tmp_path: Path) -> None:
+    collector = start_collector(tmp_path, "--insecure-no-auth", tokens={})
+    try:
+        async with httpx2.AsyncClient(base_url=collector.url, timeout=10.0) as client:
+            r = await client.post(EVENTS_PATH, content=body(wire_batch(2)), headers=JSON)
+        assert r.status_code == 200, r.text
+        assert r.json()["accepted"] == 2
+    finally:
+        assert collector.terminate() == 0
+    assert "INSECURE" in collector.log_text()
+
+
+@pytest.mark.asyncio
+async def test_sigterm_exits_0_with_a_sound_database_and_no_prompt(tmp_path: Path) -> None:
+    secret = "PROMPT-7d1e-do-not-store-me"
+    collector = start_collector(tmp_path)
+    try:
+        events = [wire_event(i, prompt=secret, messages=[{"content": secret}]) for i in range(20)]
+        async with httpx2.AsyncClient(
+            base_url=collector.url,
+            timeout=10.0,
+            headers={"Authorization": f"Bearer {INGEST_TOKEN}"},
+        ) as client:
+            r = await client.post(EVENTS_PATH, content=body(events), headers=JSON)
+        assert r.json() == {"accepted": 20, "duplicates": 0, "rejected": []}
+    finally:
+        code = collector.terminate()
+    assert code == 0, collector.log_text()
+    assert "storage closed" in collector.log_text()
+
+    check_closed_database(collector.db, [e["event_id"] for e in events], secret)
+
+
+def check_closed_database(db: Path, ids: list[str], secret: str) -> None:
+    """Each id stored once, the file sound, and ``secret`` in none of its files."""
+    assert stored_id_counts(db, ids) == dict.fromkeys(ids, 1)
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+    finally:
+        conn.close()
+    files = [p for p in db.parent.iterdir() if p.name.startswith(db.name)]
+    assert db in files
+    for path in files:
+        assert secret.encode() not in path.read_bytes(), path
