@@ -76,6 +76,12 @@ class _LlmRequest(msgspec.Struct, frozen=True, kw_only=True, tag_field="event_ty
     pricing_status: PricingStatus = "priced"
     duration_ms: float | None = None
     ttft_ms: float | None = None
+    # Streaming detail (``track_stream``, the httpx2 transport) and request context.
+    itl_mean_ms: float | None = None
+    itl_p95_ms: float | None = None
+    output_tokens_per_s: float | None = None
+    usage_missing: bool = False
+    endpoint: str | None = None
 
     @property
     def cost_micros(self) -> int:
@@ -204,7 +210,8 @@ class WireEvent(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
 
     Unknown fields are ignored on decode (and so never stored). Extensions beyond
     Protocol 012 are optional: ``cost_nanos`` (exact cost; ``cost_micros`` is kept for
-    compatibility) and ``cache_write_input_tokens``.
+    compatibility), ``cache_write_input_tokens``, the streaming detail (``itl_mean_ms``,
+    ``itl_p95_ms``, ``output_tokens_per_s``), ``usage_missing`` and ``endpoint``.
     """
 
     event_id: Annotated[str, msgspec.Meta(pattern=_UUID_PATTERN)]
@@ -226,6 +233,11 @@ class WireEvent(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     status_code: Annotated[int, msgspec.Meta(ge=0, le=999)] | None = None
     cost_nanos: _Count | None = None
     cache_write_input_tokens: _Count = 0
+    itl_mean_ms: _Millis = None
+    itl_p95_ms: _Millis = None
+    output_tokens_per_s: Annotated[float, msgspec.Meta(ge=0, le=1e9)] | None = None
+    usage_missing: bool = False
+    endpoint: _OptName = None
 
 
 class WireBatch(msgspec.Struct, frozen=True):
@@ -282,6 +294,11 @@ def to_wire(event: AnalyticsEvent) -> WireEvent:
         status_code=status_code,
         cost_nanos=p.cost_nanos,
         cache_write_input_tokens=p.cache_write_input_tokens,
+        itl_mean_ms=p.itl_mean_ms,
+        itl_p95_ms=p.itl_p95_ms,
+        output_tokens_per_s=p.output_tokens_per_s,
+        usage_missing=p.usage_missing,
+        endpoint=p.endpoint,
     )
 
 
@@ -303,6 +320,11 @@ def from_wire(wire: WireEvent, *, synced: bool = True) -> AnalyticsEvent:
         "pricing_status": wire.pricing_status,
         "duration_ms": wire.duration_ms,
         "ttft_ms": wire.ttft_ms,
+        "itl_mean_ms": wire.itl_mean_ms,
+        "itl_p95_ms": wire.itl_p95_ms,
+        "output_tokens_per_s": wire.output_tokens_per_s,
+        "usage_missing": wire.usage_missing,
+        "endpoint": wire.endpoint,
     }
     payload: EventPayload
     if wire.event_type == "llm_request_failed":

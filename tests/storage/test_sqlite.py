@@ -140,3 +140,18 @@ async def test_memory_storage_bounds_history_and_outbox() -> None:
     assert [e.event_id for e in await m.pending(10)] == [e.event_id for e in events[-3:]]
     result = await m.ingest([events[-1], _ev(42)])
     assert result.duplicates == 1
+
+
+def test_streaming_detail_round_trips_through_rows() -> None:
+    payload = LlmRequestCompleted(
+        model="m",
+        provider="p",
+        output_tokens=40,
+        itl_mean_ms=12.5,
+        itl_p95_ms=30.0,
+        output_tokens_per_s=80.0,
+        usage_missing=True,
+        endpoint="/v1/chat/completions",
+    )
+    ev = AnalyticsEvent(event_id=new_event_id(), timestamp_ms=5, payload=payload)
+    assert row_to_event(event_to_row(ev)) == ev

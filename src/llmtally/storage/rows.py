@@ -57,7 +57,19 @@ COLUMNS: Final = (
     "extra",
 )
 
+
+class _RequestExtra(msgspec.Struct, frozen=True, omit_defaults=True, gc=False):
+    """Request-event fields kept in the ``extra`` column (no column of their own)."""
+
+    itl_mean_ms: float | None = None
+    itl_p95_ms: float | None = None
+    output_tokens_per_s: float | None = None
+    usage_missing: bool = False
+    endpoint: str | None = None
+
+
 _encode: Final = msgspec.json.Encoder().encode
+_decode_extra: Final = msgspec.json.Decoder(_RequestExtra).decode
 _decode_payload: Final = msgspec.json.Decoder(EventPayload).decode
 
 
@@ -90,7 +102,19 @@ def event_to_row(event: AnalyticsEvent, synced_state: int | None = None) -> tupl
             p.error_message if failed else None,  # type: ignore[union-attr]
             p.status_code if failed else None,  # type: ignore[union-attr]
             state,
-            None,
+            None
+            if (
+                p.itl_mean_ms is None
+                and p.output_tokens_per_s is None
+                and p.endpoint is None
+                and not p.usage_missing
+                and p.itl_p95_ms is None
+            )
+            else _encode(
+                _RequestExtra(
+                    p.itl_mean_ms, p.itl_p95_ms, p.output_tokens_per_s, p.usage_missing, p.endpoint
+                )
+            ),
         )
     return (
         event.event_id,
@@ -155,6 +179,15 @@ def row_to_event(row: Sequence[Any]) -> AnalyticsEvent:
             "duration_ms": duration_ms,
             "ttft_ms": ttft_ms,
         }
+        if extra is not None:
+            x = _decode_extra(extra)
+            common.update(
+                itl_mean_ms=x.itl_mean_ms,
+                itl_p95_ms=x.itl_p95_ms,
+                output_tokens_per_s=x.output_tokens_per_s,
+                usage_missing=x.usage_missing,
+                endpoint=x.endpoint,
+            )
         if event_type == "llm_request_failed":
             payload = LlmRequestFailed(
                 error_code=error_code,
