@@ -640,6 +640,17 @@ class EventStore:
         )
         return await self._submit(self._new_event(payload, None, timestamp_ms))
 
+    @property
+    def pricing(self) -> PricingManager:
+        """The prices this store costs events with (available once the store is open)."""
+        if self._pricing is None:
+            raise StoreClosedError("use the store inside `async with EventStore(...) as store:`")
+        return self._pricing
+
+    def now_ms(self) -> int:
+        """The store's clock (unix milliseconds; injectable with ``clock=``)."""
+        return self._clock()
+
     # --- reading -----------------------------------------------------------------------
 
     async def flush(self) -> None:
