@@ -144,11 +144,29 @@ def _run_demo(args: argparse.Namespace) -> int:
     return demo.run(args)
 
 
+# --- stats ------------------------------------------------------------------------------
+
+
+def _add_stats_arguments(p: argparse.ArgumentParser) -> None:
+    from . import stats_command
+
+    stats_command.add_arguments(p)
+
+
+def _run_stats(args: argparse.Namespace) -> int:
+    from . import stats_command
+
+    return stats_command.run(args)
+
+
 def _commands() -> tuple[_Command, ...]:
     return (
         _Command("serve", "run the collector server", _add_serve_arguments, _run_serve),
         _Command(
             "demo", "record a simulated workload and show the stats", _add_demo_arguments, _run_demo
+        ),
+        _Command(
+            "stats", "print the statistics of a store's database", _add_stats_arguments, _run_stats
         ),
     )
 
