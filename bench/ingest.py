@@ -176,7 +176,17 @@ def main() -> None:
     )
     ap.add_argument("--events", type=int, default=300_000)
     ap.add_argument("--skip-rss", action="store_true")
+    ap.add_argument("--rss-only", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.rss_only:  # run in a fresh process so earlier measurements don't skew RSS
+        import uvloop
+
+        at_100k, at_1m = uvloop.run(_rss(Path(tempfile.mkdtemp(prefix="llmtally-rss-")) / "r.db"))
+        print(
+            f"RSS after 100k events: {at_100k:.1f} MB; after 1M: {at_1m:.1f} MB; "
+            f"growth {at_1m - at_100k:+.1f} MB (capacity 10,000)"
+        )
+        return
     n = args.events
     tmp = Path(tempfile.mkdtemp(prefix="llmtally-bench-"))
     import uvloop
@@ -197,10 +207,9 @@ def main() -> None:
         )
     print(f"record_nowait median cost:                 {nowait_us:>10.2f} µs/call")
     if not args.skip_rss:
-        at_100k, at_1m = uvloop.run(_rss(tmp / "rss.db"))
-        print(
-            f"RSS after 100k events: {at_100k:.1f} MB; after 1M: {at_1m:.1f} MB; growth {at_1m - at_100k:+.1f} MB"
-        )
+        import subprocess
+
+        subprocess.run([sys.executable, __file__, "--rss-only"], check=True)
 
 
 if __name__ == "__main__":
