@@ -13,7 +13,12 @@ from ._exceptions import (
     StoreClosedError,
     ValidationError,
 )
+from .analysis.budgets import Budget, BudgetStatus
+from .analysis.errors import ErrorPattern, ErrorPatternsSnapshot
+from .analysis.slo import SloStatus
 from .analysis.stats import ComputedStats, ModelStats, Quantiles
+from .analysis.streaming import StreamingModelStats, StreamingSnapshot
+from .budgeting import BudgetReservation
 from .events import (
     AnalyticsEvent,
     BudgetThresholdReached,
@@ -26,13 +31,19 @@ from .pipeline.sync import SyncHooks, SyncResult
 from .pricing import ModelPricing, PricingManager
 from .providers import Provider, infer_provider
 from .store import EventStore
+from .streams import StreamTracker
 
 __all__ = [
     "AnalyticsEvent",
+    "Budget",
     "BudgetExceeded",
+    "BudgetReservation",
+    "BudgetStatus",
     "BudgetThresholdReached",
     "ComputedStats",
     "ConfigurationError",
+    "ErrorPattern",
+    "ErrorPatternsSnapshot",
     "EventStore",
     "LlmRequestCompleted",
     "LlmRequestFailed",
@@ -44,7 +55,11 @@ __all__ = [
     "Quantiles",
     "RouterStarted",
     "RouterStopped",
+    "SloStatus",
     "StoreClosedError",
+    "StreamTracker",
+    "StreamingModelStats",
+    "StreamingSnapshot",
     "SyncConfig",
     "SyncHooks",
     "SyncResult",

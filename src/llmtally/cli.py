@@ -64,7 +64,7 @@ def _add_serve_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--db",
         default="analytics.db",
-        help="SQLite database file (created if missing); postgresql:// URLs come later",
+        help="SQLite database file (created if missing), or a postgresql:// URL",
     )
     p.add_argument("--host", default="127.0.0.1", help="interface to listen on")
     p.add_argument("--port", type=_port, default=8088, help="TCP port to listen on")

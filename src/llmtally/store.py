@@ -19,8 +19,10 @@ import logging
 import os
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
+from decimal import Decimal
+from fractions import Fraction
 from types import TracebackType
 from typing import Literal, Self
 
@@ -32,7 +34,13 @@ from . import _validation as v
 from ._config import SyncConfig
 from ._exceptions import StoreClosedError, ValidationError
 from ._ids import new_event_id
+from .analysis.budgets import Budget, BudgetStatus
+from .analysis.errors import ErrorPatternsSnapshot
+from .analysis.slo import HOUR_MS, SloStatus
 from .analysis.stats import Aggregate, ComputedStats, StatsDelta
+from .analysis.streaming import StreamingSnapshot
+from .analysis.trackers import Trackers
+from .budgeting import BudgetReservation, current_spend
 from .events import (
     AnalyticsEvent,
     BudgetThresholdReached,
@@ -43,9 +51,9 @@ from .events import (
     RouterStopped,
     nanos_to_micros,
 )
-from .pipeline.aggregate import aggregate
+from .pipeline.aggregate import IngestItem, TaggedEvent, aggregate
 from .pipeline.fanout import Fanout, Subscription
-from .pipeline.messages import Barrier, PersistBatch
+from .pipeline.messages import Barrier, Nudge, PersistBatch
 from .pipeline.persist import persist
 from .pipeline.sync import (
     INBOX_CAPACITY,
@@ -64,6 +72,7 @@ from .storage.base import EventStorage
 from .storage.memory import MemoryStorage
 from .storage.rows import SYNCED
 from .storage.sqlite import SqliteStorage, Synchronous
+from .streams import StreamTracker
 
 __all__ = ["EventStore", "Overflow"]
 
@@ -121,11 +130,21 @@ class EventStore:
         clock: unix-milliseconds clock for event timestamps (injectable for tests).
         storage: a storage backend to use instead of ``path`` (advanced, tests).
         sync_hooks: the syncer's sleep, clock, jitter and HTTP transport (tests).
+        budgets: spending budgets (``Budget``) to track from the start; their spend so
+            far in the current period is restored from storage on open.
+        monotonic: monotonic clock in integer nanoseconds for ``track_stream``
+            (default ``time.perf_counter_ns``; injectable for tests).
+        max_error_patterns: bound of the error-pattern table (LRU beyond it).
+
+    Beside ``stats()`` the aggregator keeps ``error_patterns()``, ``slo_status()``,
+    ``streaming_stats()`` and the budgets (``budget_status()``, ``check_budget()``,
+    ``reserve()``). Stats and budget spend are restored from storage on open; error
+    patterns, SLO counts and streaming statistics start afresh with each open.
     """
 
     # The ingest stream exists from ``__aenter__`` on; the state check guards every use.
-    _ingest_tx: MemoryObjectSendStream[AnalyticsEvent | Barrier]
-    _ingest_rx: MemoryObjectReceiveStream[AnalyticsEvent | Barrier]
+    _ingest_tx: MemoryObjectSendStream[IngestItem]
+    _ingest_rx: MemoryObjectReceiveStream[IngestItem]
 
     def __init__(
         self,
@@ -145,6 +164,9 @@ class EventStore:
         clock: Callable[[], int] | None = None,
         storage: EventStorage | None = None,
         sync_hooks: SyncHooks | None = None,
+        budgets: Iterable[Budget] = (),
+        monotonic: Callable[[], int] | None = None,
+        max_error_patterns: int = 1_000,
     ) -> None:
         if type(capacity) is not int or capacity < 1:
             raise ValidationError(f"capacity must be a positive int, got {capacity!r}")
@@ -192,6 +214,14 @@ class EventStore:
         self._pending = 0
         self._outbox_drops_seen = 0
         self._provider_of: dict[str, str] = {}
+        # Fed by the aggregator actor (see ``pipeline.aggregate``). Callers on the event
+        # loop's thread read snapshots and take or drop budget holds — each a synchronous
+        # call, so no lock is needed and a check-then-hold is atomic.
+        self._monotonic = monotonic or time.perf_counter_ns
+        self._trackers = Trackers(
+            budgets, now_ms=self._clock(), max_patterns=max_error_patterns, max_models=max_keys
+        )
+        self._emitted = 0  # budget-threshold events the aggregator added
 
     # --- lifecycle ---------------------------------------------------------------------
 
@@ -200,9 +230,9 @@ class EventStore:
             raise StoreClosedError("an EventStore can be opened only once; create a new one")
         if self._pricing is None:
             self._pricing = await anyio.to_thread.run_sync(_default_pricing)
-        self._ingest_tx, self._ingest_rx = anyio.create_memory_object_stream[
-            AnalyticsEvent | Barrier
-        ](self.capacity)
+        self._ingest_tx, self._ingest_rx = anyio.create_memory_object_stream[IngestItem](
+            self.capacity
+        )
         self._ingest_stats = self._ingest_tx.statistics
         stack = AsyncExitStack()
         await stack.__aenter__()
@@ -213,6 +243,11 @@ class EventStore:
             self._aggregate.apply(totals)
             self._stored = await self._storage.count_events()
             self._pending = await self._storage.count_pending()
+            budgets = self._trackers.budgets.budgets()
+            if budgets:
+                now = self._clock()
+                spent = await current_spend(self._storage, self._aggregate, budgets, now)
+                self._trackers.budgets.restore(now, spent)
             stack.callback(self._fanout.close)
             committed_tx: MemoryObjectSendStream[int] | None = None
             if self.sync_config is not None:
@@ -232,8 +267,12 @@ class EventStore:
             persist_tx, persist_rx = anyio.create_memory_object_stream[PersistBatch](
                 max(2, self.capacity // self._batch_size)
             )
-            await tg.start(aggregate, self._ingest_rx, persist_tx, self._aggregate, self._fanout)
-            await tg.start(self._run_persister, persist_rx, totals, committed_tx)
+            nudge = Nudge(self._batch_size)
+            aggregator = functools.partial(
+                aggregate, trackers=self._trackers, on_emitted=self._on_emitted, nudge=nudge
+            )
+            await tg.start(aggregator, self._ingest_rx, persist_tx, self._aggregate, self._fanout)
+            await tg.start(self._run_persister, persist_rx, totals, committed_tx, nudge)
             if self.sync_config is not None:
                 assert self._sync_state is not None
                 syncer = functools.partial(
@@ -290,6 +329,7 @@ class EventStore:
         rx: anyio.streams.memory.MemoryObjectReceiveStream[PersistBatch],
         totals: StatsDelta,
         committed_tx: MemoryObjectSendStream[int] | None = None,
+        nudge: Nudge | None = None,
         *,
         task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
     ) -> None:
@@ -303,8 +343,12 @@ class EventStore:
             on_error=self._on_persist_error,
             on_lost=self._on_persist_lost,
             committed_tx=committed_tx,
+            nudge=nudge,
             task_status=task_status,
         )
+
+    def _on_emitted(self, n: int) -> None:
+        self._emitted += n
 
     def _on_committed(self, events: list[AnalyticsEvent]) -> None:
         n = len(events)
@@ -651,6 +695,236 @@ class EventStore:
         """The store's clock (unix milliseconds; injectable with ``clock=``)."""
         return self._clock()
 
+    # --- streams and budgets -----------------------------------------------------------
+
+    def track_stream(
+        self,
+        model: str,
+        *,
+        agent_id: str | None = None,
+        provider_id: str | None = None,
+        provider: Provider | str | None = None,
+        endpoint: str | None = None,
+    ) -> StreamTracker:
+        """Measure one streamed LLM call and record it when the block ends::
+
+            async with store.track_stream("gpt-4o", agent_id="a7") as s:
+                async for chunk in upstream:
+                    s.token()                       # or s.token(n) for n tokens
+                s.usage(input_tokens=812, output_tokens=240)   # if the upstream says
+
+        Leaving the block records ``llm_request_completed`` with ``duration_ms``,
+        ``ttft_ms``, ``itl_mean_ms``, ``itl_p95_ms`` and ``output_tokens_per_s``; without
+        ``usage()`` the counted tokens are the output, input is 0 and
+        ``usage_missing=True``. An exception in the block records ``llm_request_failed``
+        (``error_code`` = the exception's class name, ``"cancelled"`` for a cancellation;
+        the status code of an HTTP error) and propagates. The record of a cancelled or
+        failed block is shielded from the cancellation, for at most
+        ``streams.RECORD_TIMEOUT_S``. ``streaming_stats()`` shows the stream as active
+        while the block runs.
+
+        Raises ``ValidationError`` for invalid arguments (before the block runs) and
+        ``StoreClosedError`` before the store is opened.
+        """
+        if self._pricing is None:
+            raise StoreClosedError("use the store inside `async with EventStore(...) as store:`")
+        m = v.check_id("model", model)
+        return StreamTracker(
+            self,
+            model=m,
+            provider=self._infer(m) if provider is None else v.check_id("provider", provider),
+            agent_id=v.check_optional_id("agent_id", agent_id),
+            provider_id=v.check_optional_id("provider_id", provider_id),
+            endpoint=v.check_optional_id("endpoint", endpoint),
+            monotonic=self._monotonic,
+        )
+
+    def _request_event(
+        self,
+        model: str,
+        *,
+        provider: Provider | str | None,
+        agent_id: str | None,
+        provider_id: str | None,
+        input_tokens: int,
+        output_tokens: int,
+        cached_input_tokens: int,
+        cache_write_input_tokens: int,
+        duration_ms: float | None,
+        ttft_ms: float | None,
+        error: tuple[str, str | None, int | None] | None = None,
+        itl_mean_ms: float | None = None,
+        itl_p95_ms: float | None = None,
+        output_tokens_per_s: float | None = None,
+        usage_missing: bool = False,
+        endpoint: str | None = None,
+        timestamp_ms: int | None = None,
+    ) -> AnalyticsEvent:
+        """A validated request event with its cost (``error``: code, message, status →
+        failed). For ``track_stream`` and reservations; raises ``ValidationError``."""
+        if self._pricing is None:
+            raise StoreClosedError("use the store inside `async with EventStore(...) as store:`")
+        m, p, i, o, c, w, cost, status = self._usage(
+            model,
+            provider,
+            input_tokens,
+            output_tokens,
+            cached_input_tokens,
+            cache_write_input_tokens,
+        )
+        pid = v.check_optional_id("provider_id", provider_id)
+        duration = v.check_duration("duration_ms", duration_ms)
+        ttft = v.check_duration("ttft_ms", ttft_ms)
+        itl_mean = v.check_duration("itl_mean_ms", itl_mean_ms)
+        itl_p95 = v.check_duration("itl_p95_ms", itl_p95_ms)
+        rate = v.check_duration("output_tokens_per_s", output_tokens_per_s)
+        ep = v.check_optional_id("endpoint", endpoint)
+        payload: LlmRequestCompleted | LlmRequestFailed
+        if error is None:
+            payload = LlmRequestCompleted(
+                model=m,
+                provider=p,
+                provider_id=pid,
+                input_tokens=i,
+                output_tokens=o,
+                cached_input_tokens=c,
+                cache_write_input_tokens=w,
+                cost_nanos=cost,
+                pricing_status=status,
+                duration_ms=duration,
+                ttft_ms=ttft,
+                itl_mean_ms=itl_mean,
+                itl_p95_ms=itl_p95,
+                output_tokens_per_s=rate,
+                usage_missing=bool(usage_missing),
+                endpoint=ep,
+            )
+        else:
+            code, message, status_code = error
+            payload = LlmRequestFailed(
+                model=m,
+                provider=p,
+                provider_id=pid,
+                input_tokens=i,
+                output_tokens=o,
+                cached_input_tokens=c,
+                cache_write_input_tokens=w,
+                cost_nanos=cost,
+                pricing_status=status,
+                duration_ms=duration,
+                ttft_ms=ttft,
+                itl_mean_ms=itl_mean,
+                itl_p95_ms=itl_p95,
+                output_tokens_per_s=rate,
+                usage_missing=bool(usage_missing),
+                endpoint=ep,
+                error_code=v.check_id("error_code", code),
+                error_message=v.check_message(message),
+                status_code=v.check_status(status_code),
+            )
+        return self._new_event(payload, agent_id, timestamp_ms)
+
+    async def _submit_tagged(self, item: TaggedEvent, *, wait: bool) -> AnalyticsEvent | None:
+        """``_submit`` for a tagged event. ``wait=True`` waits for room whatever the
+        overflow policy (a reserved call's record must not be lost)."""
+        if self._state is not _State.OPEN:
+            self._closed_drop()
+            return None
+        self._attempted += 1
+        try:
+            self._ingest_tx.send_nowait(item)
+        except anyio.WouldBlock:
+            if not wait and self.overflow == "drop_newest":
+                self._dropped["buffer_full"] += 1
+                return None
+            try:
+                await self._ingest_tx.send(item)
+            except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+                self._dropped["closed"] += 1
+                return None
+            except anyio.get_cancelled_exc_class():
+                self._dropped["cancelled"] += 1
+                raise
+        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+            self._dropped["closed"] += 1
+            return None
+        self._accepted += 1
+        return item.event
+
+    def reserve(
+        self,
+        *,
+        estimate_micros: int,
+        agent_id: str | None = None,
+        provider_id: str | None = None,
+        model: str | None = None,
+    ) -> BudgetReservation:
+        """Hold ``estimate_micros`` on the matching hard budgets while a call is in flight::
+
+            async with store.reserve(agent_id="a7", estimate_micros=20_000) as r:
+                response = await upstream(...)
+                await r.record_llm_completed("gpt-4o", input_tokens=..., output_tokens=...)
+
+        Entering raises ``BudgetExceeded`` (before the call) when a matching hard budget
+        has no room for the estimate, counting spend and every other hold: concurrent
+        reservations can never together overshoot a hard limit. The hold is replaced by
+        the real cost when the request recorded through ``r`` is aggregated (never both,
+        never neither); leaving the block without recording releases it. Holds expire
+        after 10 minutes. Raises ``ValidationError`` for a bad estimate.
+        """
+        if self._pricing is None:
+            raise StoreClosedError("use the store inside `async with EventStore(...) as store:`")
+        return BudgetReservation(
+            self,
+            estimate_micros=v.check_count("estimate_micros", estimate_micros),
+            agent_id=v.check_optional_id("agent_id", agent_id),
+            provider_id=v.check_optional_id("provider_id", provider_id),
+            model=v.check_optional_id("model", model),
+        )
+
+    async def check_budget(
+        self,
+        *,
+        agent_id: str | None = None,
+        provider_id: str | None = None,
+        model: str | None = None,
+    ) -> None:
+        """Raise ``BudgetExceeded`` if a hard budget matching these dimensions is used up
+        (its spend plus held reservations is at or over its limit); call it before an
+        upstream call. Spend counts once aggregated (``await flush()`` to be current);
+        use ``reserve`` for an exact guarantee under concurrency. Soft budgets never raise.
+        """
+        budgets = self._trackers.budgets
+        if budgets.has_hard:
+            budgets.check(
+                self._clock(),
+                agent_id=v.check_optional_id("agent_id", agent_id),
+                provider_id=v.check_optional_id("provider_id", provider_id),
+                model=v.check_optional_id("model", model),
+            )
+
+    async def add_budget(self, budget: Budget) -> None:
+        """Start tracking ``budget``; its spend so far in the current period is read from
+        storage (after a ``flush()``). A request aggregated while that read runs may be
+        missed by the new budget. Raises ``ValidationError`` if the id is taken."""
+        if not isinstance(budget, Budget):
+            raise ValidationError(f"expected a Budget, got {type(budget).__name__}")
+        book = self._trackers.budgets
+        if budget.id in book:
+            raise ValidationError(f"a budget with id {budget.id!r} exists already")
+        if self._state is not _State.OPEN:
+            # Not open yet: restored with the others on open. Closed: nothing to read.
+            book.add(budget, now_ms=self._clock())
+            return
+        await self.flush()
+        now = self._clock()
+        spent = await current_spend(self._storage, self._aggregate, [budget], now)
+        self._trackers.add_budget(budget, now, spent.get(budget.id, 0))
+
+    def remove_budget(self, budget_id: str) -> bool:
+        """Stop tracking a budget (its holds are forgotten); ``False`` if unknown."""
+        return self._trackers.budgets.remove(budget_id)
+
     # --- reading -----------------------------------------------------------------------
 
     async def flush(self) -> None:
@@ -680,6 +954,42 @@ class EventStore:
             sync_status="disabled" if self._sync_state is None else self._sync_state.status,
             sync={} if self._sync_state is None else self._sync_state.counters(),
         )
+
+    def error_patterns(self, n: int = 20) -> ErrorPatternsSnapshot:
+        """The ``n`` most frequent error patterns of failed requests (fingerprinted by
+        error code, endpoint and normalized message), with totals. Current after
+        ``await flush()``."""
+        return self._trackers.errors.snapshot(n)
+
+    def slo_status(
+        self,
+        target: float | str | Decimal | Fraction = 0.999,
+        window_ms: int = HOUR_MS,
+    ) -> SloStatus:
+        """Availability against ``target`` (success rate) over the last ``window_ms`` (at
+        most 30 days), by event time: error budget, burn rate and the multi-window
+        burn-rate alerts (``fast_burn``, ``slow_burn``, ``ticket``). Raises
+        ``ValidationError`` for a target outside (0, 1) or a bad window."""
+        try:
+            return self._trackers.slo.status(self._clock(), target, window_ms)
+        except (ValueError, TypeError) as exc:
+            raise ValidationError(str(exc)) from None
+
+    def streaming_stats(self) -> StreamingSnapshot:
+        """Streams: the active gauge, outcomes and completion rate, and per-model
+        p50/p95/p99 of TTFT, inter-token latency, tokens/s and duration. A stream is a
+        request with streaming detail or one recorded by ``track_stream``."""
+        return self._trackers.streaming.snapshot()
+
+    def budget_status(self) -> list[BudgetStatus]:
+        """Every budget in its current period: spend, holds, remaining room, thresholds
+        reached and an end-of-period forecast (money in micro-dollars)."""
+        return self._trackers.budgets.status(self._clock())
+
+    def observed_state(self) -> tuple[Aggregate, Trackers]:
+        """The live statistics and trackers, for exporters (``llmtally.prometheus``).
+        Read them on the event loop's thread and never change them."""
+        return self._aggregate, self._trackers
 
     async def sync_now(self) -> SyncResult:
         """Flush, then sync: one round of the syncer (see ``llmtally.pipeline.sync``).
@@ -717,7 +1027,10 @@ class EventStore:
 
     def __len__(self) -> int:
         """Events held: stored plus accepted and not yet written."""
-        return self._stored + (self._accepted - self._persisted - self._dropped["persist_failed"])
+        in_flight = (
+            self._accepted + self._emitted - self._persisted - self._dropped["persist_failed"]
+        )
+        return self._stored + in_flight
 
     def is_empty(self) -> bool:
         """``len(store) == 0``."""

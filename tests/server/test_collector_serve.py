@@ -51,11 +51,12 @@ def test_refuses_to_start_without_tokens(tmp_path: Path) -> None:
     assert not (tmp_path / "c.db").exists()
 
 
-def test_postgres_url_is_not_available_yet(tmp_path: Path) -> None:
-    result = run_serve("postgresql://u@localhost/db", tokens={})
-    assert result.returncode == 2
-    assert "PostgreSQL support is not available yet" in result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1
+def test_unreachable_postgres_is_one_line_and_exit_1(tmp_path: Path) -> None:
+    # Port 1 on loopback: nothing listens there, so the connection is refused at once.
+    result = run_serve("postgresql://u@127.0.0.1:1/db", tokens={"LLMTALLY_INGEST_TOKENS": "t"})
+    assert result.returncode == 1, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_unusable_database_is_one_line_and_exit_1(tmp_path: Path) -> None:

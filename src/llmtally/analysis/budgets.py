@@ -344,6 +344,7 @@ class BudgetBook:
     """
 
     __slots__ = (
+        "_hard",
         "_holds",
         "_index",
         "_next_id",
@@ -372,6 +373,7 @@ class BudgetBook:
         self.expired_reservations = 0
         self.evicted_reservations = 0
         self._states: dict[str, _State] = {}
+        self._hard = 0
         self._index: dict[tuple[str, str | None], list[_State]] = {}
         self._holds: OrderedDict[int, _Hold] = OrderedDict()
         self._next_id = 1
@@ -385,6 +387,11 @@ class BudgetBook:
 
     def __contains__(self, budget_id: object) -> bool:
         return budget_id in self._states
+
+    @property
+    def has_hard(self) -> bool:
+        """Whether any budget is hard (else ``check`` and ``reserve`` never refuse)."""
+        return self._hard > 0
 
     def budgets(self) -> list[Budget]:
         """Every budget, in the order added."""
@@ -401,6 +408,7 @@ class BudgetBook:
             raise ValidationError(f"at most {self.max_budgets} budgets")
         state = _State(budget, now_ms)
         self._states[budget.id] = state
+        self._hard += budget.kind == "hard"
         self._index.setdefault((budget.scope, budget.scope_value), []).append(state)
 
     def remove(self, budget_id: str) -> bool:
@@ -408,6 +416,7 @@ class BudgetBook:
         state = self._states.pop(budget_id, None)
         if state is None:
             return False
+        self._hard -= state.budget.kind == "hard"
         key = (state.budget.scope, state.budget.scope_value)
         rest = [s for s in self._index[key] if s is not state]
         if rest:
@@ -490,6 +499,61 @@ class BudgetBook:
                 )
             if reached > state.reported:
                 state.reported = reached
+        return crossings
+
+    def spend_many(
+        self,
+        now_ms: int,
+        costs: Iterable[tuple[int, str | None, str | None, str | None]],
+    ) -> list[ThresholdCrossing]:
+        """``spend_nanos`` for many ``(cost_nanos, agent_id, provider_id, model)`` at one
+        time ``now_ms``: costs are summed per matching budget first, so each budget is
+        rolled, charged and checked once (the aggregator's per-batch form). Same result
+        as calling ``spend_nanos`` for each, except that several thresholds crossed in
+        one call report the spend after all of it. Raises ``ValidationError`` for a
+        negative cost (nothing is charged then)."""
+        index = self._index
+        add: dict[str, int] = {}
+        total = 0
+        for cost, agent_id, provider_id, model in costs:
+            if cost < 0:
+                raise ValidationError(f"cost must be >= 0, got {cost}")
+            total += cost
+            for key in (("agent_id", agent_id), ("provider_id", provider_id), ("model", model)):
+                if key[1] is not None:
+                    for state in index.get(key, ()):
+                        add[state.budget.id] = add.get(state.budget.id, 0) + cost
+        for state in index.get(("global", None), ()):
+            add[state.budget.id] = add.get(state.budget.id, 0) + total
+        crossings: list[ThresholdCrossing] = []
+        for budget_id, cost in add.items():
+            state = self._states[budget_id]
+            state.roll(now_ms)
+            state.spent += cost
+            crossings += self._crossed(state, now_ms)
+        return crossings
+
+    def _crossed(self, state: _State, now_ms: int) -> list[ThresholdCrossing]:
+        reached = state.reached()
+        if reached <= state.reported:
+            return []
+        b = state.budget
+        crossings = [
+            ThresholdCrossing(
+                budget_id=b.id,
+                threshold_percent=b.thresholds[i],
+                spent_micros=nanos_to_micros(state.spent),
+                limit_micros=b.limit_micros,
+                kind=b.kind,
+                scope=b.scope,
+                scope_value=b.scope_value,
+                period_start_ms=state.start_ms,
+                period_end_ms=state.end_ms,
+                at_ms=now_ms,
+            )
+            for i in range(state.reported, reached)
+        ]
+        state.reported = reached
         return crossings
 
     def spend(

@@ -12,10 +12,22 @@ bounds a sketch to about 1,500 buckets; zero and negative values share one zero 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from itertools import repeat
+from operator import mul
 from typing import Final
 
-__all__ = ["RELATIVE_ACCURACY", "ZERO_BUCKET", "LogSketch", "bucket_of", "value_of"]
+import msgspec
+
+__all__ = [
+    "RELATIVE_ACCURACY",
+    "ZERO_BUCKET",
+    "LogSketch",
+    "SketchSummary",
+    "bucket_of",
+    "value_of",
+]
 
 RELATIVE_ACCURACY: Final = 0.01
 _GAMMA: Final = (1 + RELATIVE_ACCURACY) / (1 - RELATIVE_ACCURACY)
@@ -48,6 +60,17 @@ def value_of(bucket: int) -> float:
     return 2.0 * _GAMMA**bucket / (_GAMMA + 1.0)
 
 
+class SketchSummary(msgspec.Struct, frozen=True):
+    """What an exporter needs of a sketch: ``count``, ``sum`` and three quantiles
+    (``None`` when empty). Same unit as the values added."""
+
+    count: int = 0
+    sum: float = 0.0
+    p50: float | None = None
+    p95: float | None = None
+    p99: float | None = None
+
+
 class LogSketch:
     """Counts of values per log bucket, plus exact count, sum, min and max.
 
@@ -78,6 +101,33 @@ class LogSketch:
             self.min = value
         if value > self.max:
             self.max = value
+
+    def add_many(self, values: Sequence[float]) -> None:
+        """``add`` each value; for a batch, about 5x faster (the bucket maths and the
+        counting run in C when every value is within ``[MIN_VALUE, MAX_VALUE]``)."""
+        if not values:
+            return
+        lo = min(values)
+        hi = max(values)
+        if lo < MIN_VALUE or hi > MAX_VALUE:
+            for v in values:
+                self.add(v)
+            return
+        bins = self.bins
+        counts = Counter(map(_ceil, map(mul, map(_log, values), repeat(_INV_LOG_GAMMA))))
+        for b, n in counts.items():
+            bins[b] = bins.get(b, 0) + n
+        self.count += len(values)
+        self.sum += math.fsum(values)
+        if lo < self.min:
+            self.min = lo
+        if hi > self.max:
+            self.max = hi
+
+    def summary(self) -> SketchSummary:
+        """Count, sum, p50, p95 and p99 in one pass."""
+        p50, p95, p99 = self.quantiles(0.5, 0.95, 0.99)
+        return SketchSummary(self.count, self.sum, p50, p95, p99)
 
     def merge(self, other: LogSketch) -> None:
         """Add every value of ``other`` to this sketch (``other`` is unchanged)."""

@@ -274,6 +274,7 @@ class Aggregate:
         self.max_series = max_series
         self.series: dict[SeriesKey, Tally] = {}
         self._snapshot: tuple[Tally, dict[str, dict[str, Tally]]] | None = None
+        self._rollups: dict[int, dict[tuple[str, str, str], Tally]] = {}
 
     def apply(self, delta: StatsDelta) -> None:
         """Merge a batch's delta into the running series."""
@@ -290,6 +291,7 @@ class Aggregate:
                     mine = series[key] = Tally()
             mine.merge(t)
         self._snapshot = None
+        self._rollups.clear()
 
     def totals(self) -> Tally:
         """Counters over every series (sketches left empty): cheap, for lifecycle events."""
@@ -330,6 +332,38 @@ class Aggregate:
                 slot.merge(t)
         self._snapshot = (total, views)
         return self._snapshot
+
+    def rollup(self, *, agents: int = 0) -> dict[tuple[str, str, str], Tally]:
+        """The series rolled up to ``(model, provider, agent_id)``, for exporters whose
+        labels combine model and provider.
+
+        With ``agents=0`` the agent is always ``""``. With ``agents=k`` the ``k`` agents
+        with the most requests (ties by name) keep their id, the others become ``OTHER``
+        and requests without an agent keep ``""`` — so the label's cardinality is at most
+        ``k + 2`` whatever the traffic. Cached until the next ``apply``; the returned
+        tallies are shared: read them, never change them.
+        """
+        cached = self._rollups.get(agents)
+        if cached is not None:
+            return cached
+        keep: set[str] = set()
+        if agents > 0:
+            per_agent: dict[str, int] = {}
+            for (_, _, agent_id, _), t in self.series.items():
+                if agent_id:
+                    per_agent[agent_id] = per_agent.get(agent_id, 0) + t.requests
+            ranked = sorted(per_agent.items(), key=lambda kv: (-kv[1], kv[0]))
+            keep = {a for a, _ in ranked[:agents]}
+        out: dict[tuple[str, str, str], Tally] = {}
+        for (model, provider, agent_id, _), t in self.series.items():
+            agent = agent_id if agent_id in keep else OTHER if agents > 0 and agent_id else ""
+            key = (model, provider, agent)
+            slot = out.get(key)
+            if slot is None:
+                slot = out[key] = Tally()
+            slot.merge(t)
+        self._rollups[agents] = out
+        return out
 
     def snapshot(self, **health: object) -> ComputedStats:
         """A frozen ``ComputedStats``; ``health`` fills the runtime fields

@@ -24,17 +24,19 @@ Definitions (one stream; a *chunk* is one ``token(t, n)`` call carrying ``n`` to
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from typing import Final, Literal, TypeAlias
 
 import msgspec
 
 from .._exceptions import ValidationError
-from .sketch import LogSketch, bucket_of
+from .sketch import LogSketch, SketchSummary, bucket_of
 from .stats import OTHER, Quantiles
 
 __all__ = [
     "StreamOutcome",
     "StreamResult",
+    "StreamSketches",
     "StreamTimings",
     "StreamingModelStats",
     "StreamingSnapshot",
@@ -238,6 +240,21 @@ def _quantiles(s: LogSketch) -> Quantiles:
     return Quantiles(p50=p50, p95=p95, p99=p99, count=s.count)
 
 
+class StreamSketches(msgspec.Struct, frozen=True, kw_only=True):
+    """The latency sketches of one model's streams, summarized for exporters (ms, except
+    ``tokens_per_s``)."""
+
+    ttft_ms: SketchSummary
+    itl_ms: SketchSummary
+    tokens_per_s: SketchSummary
+    duration_ms: SketchSummary
+
+
+FOLD_AT: Final = 512
+"""``observe_many`` collects values and adds them to the sketches this many at a time (a
+bulk add has a fixed cost; small batches would pay it often). Reads fold first."""
+
+
 class _Streams:
     __slots__ = (
         "active",
@@ -247,6 +264,7 @@ class _Streams:
         "failed",
         "itl",
         "output_tokens",
+        "pending",
         "started",
         "tps",
         "ttft",
@@ -263,8 +281,41 @@ class _Streams:
         self.itl = LogSketch()
         self.tps = LogSketch()
         self.duration = LogSketch()
+        # Values not yet in the sketches: ttft, itl, tps, duration (see FOLD_AT).
+        self.pending: tuple[list[float], list[float], list[float], list[float]] = ([], [], [], [])
+
+    def fold(self) -> None:
+        """Add the pending values to the sketches."""
+        for sketch, values in zip(
+            (self.ttft, self.itl, self.tps, self.duration), self.pending, strict=True
+        ):
+            if values:
+                sketch.add_many(values)
+                values.clear()
+
+    def count(self, outcome: StreamOutcome, n: int = 1) -> None:
+        if outcome == "completed":
+            self.completed += n
+        elif outcome == "failed":
+            self.failed += n
+        else:
+            self.cancelled += n
+
+    def merge(self, other: _Streams) -> None:
+        other.fold()
+        self.active += other.active
+        self.started += other.started
+        self.completed += other.completed
+        self.failed += other.failed
+        self.cancelled += other.cancelled
+        self.output_tokens += other.output_tokens
+        self.ttft.merge(other.ttft)
+        self.itl.merge(other.itl)
+        self.tps.merge(other.tps)
+        self.duration.merge(other.duration)
 
     def freeze(self) -> StreamingModelStats:
+        self.fold()
         ended = self.completed + self.failed + self.cancelled
         return StreamingModelStats(
             active_streams=self.active,
@@ -285,16 +336,18 @@ class StreamingStats:
     """Streams across models: an active gauge, outcomes, and latency sketches per model.
 
     At most ``max_models`` models get their own entry; streams of further models are
-    counted under ``"(other)"``. Not thread-safe: owned by one actor.
+    counted under ``"(other)"``. Sketches are kept per model only; the totals across
+    models are merged when a snapshot is taken. Not thread-safe: used from one thread (the
+    aggregator actor feeds outcomes and latencies; ``EventStore.track_stream`` moves the
+    active gauge with ``started``/``ended`` — synchronous calls on the same event loop).
     """
 
-    __slots__ = ("_by_model", "_total", "max_models")
+    __slots__ = ("_by_model", "max_models")
 
     def __init__(self, *, max_models: int = 1000) -> None:
         if max_models < 1:
             raise ValueError("max_models must be at least 1")
         self.max_models = max_models
-        self._total = _Streams()
         self._by_model: dict[str, _Streams] = {}
 
     def _slot(self, model: str) -> _Streams:
@@ -310,13 +363,20 @@ class StreamingStats:
     @property
     def active_streams(self) -> int:
         """Streams started and not yet finished."""
-        return self._total.active
+        return sum(s.active for s in self._by_model.values())
 
     def started(self, model: str) -> None:
         """A stream of ``model`` started."""
-        for s in (self._total, self._slot(model)):
-            s.started += 1
-            s.active += 1
+        s = self._slot(model)
+        s.started += 1
+        s.active += 1
+
+    def ended(self, model: str) -> None:
+        """A stream of ``model`` ended: only the active gauge moves (never below 0); its
+        outcome and numbers come separately through ``observe``/``observe_many``."""
+        s = self._slot(model)
+        if s.active:
+            s.active -= 1
 
     def finished(
         self,
@@ -328,9 +388,7 @@ class StreamingStats:
         """A stream of ``model`` ended with ``outcome``; ``result`` (if measured) feeds the
         sketches whatever the outcome. The active gauge never goes below 0, so ``started``
         is optional for callers that only see ends."""
-        for s in (self._total, self._slot(model)):
-            if s.active:
-                s.active -= 1
+        self.ended(model)
         if result is None:
             self.observe(model, outcome=outcome)
         else:
@@ -360,26 +418,76 @@ class StreamingStats:
         Raises ``ValidationError`` for an unknown outcome."""
         if outcome not in ("completed", "failed", "cancelled"):
             raise ValidationError(f"unknown stream outcome: {outcome!r}")
-        for s in (self._total, self._slot(model)):
-            if outcome == "completed":
-                s.completed += 1
-            elif outcome == "failed":
-                s.failed += 1
-            else:
-                s.cancelled += 1
-            s.output_tokens += output_tokens
-            if ttft_ms is not None:
-                s.ttft.add(ttft_ms)
-            if itl_ms is not None:
-                s.itl.add(itl_ms)
-            if tokens_per_s is not None:
-                s.tps.add(tokens_per_s)
-            if duration_ms is not None:
-                s.duration.add(duration_ms)
+        s = self._slot(model)
+        s.count(outcome)
+        s.output_tokens += output_tokens
+        if ttft_ms is not None:
+            s.ttft.add(ttft_ms)
+        if itl_ms is not None:
+            s.itl.add(itl_ms)
+        if tokens_per_s is not None:
+            s.tps.add(tokens_per_s)
+        if duration_ms is not None:
+            s.duration.add(duration_ms)
+
+    def observe_many(
+        self,
+        model: str,
+        *,
+        completed: int = 0,
+        failed: int = 0,
+        cancelled: int = 0,
+        output_tokens: int = 0,
+        ttft_ms: Sequence[float] = (),
+        itl_ms: Sequence[float] = (),
+        tokens_per_s: Sequence[float] = (),
+        duration_ms: Sequence[float] = (),
+        ttft_sketches: Iterable[LogSketch] = (),
+    ) -> None:
+        """``observe`` for many finished streams of one model at once (the aggregator's
+        per-batch form): outcome counts, their output tokens, and the values to add to
+        each sketch (``ttft_sketches``: TTFTs already in sketches, merged in). Raises
+        ``ValidationError`` for a negative count."""
+        if min(completed, failed, cancelled, output_tokens) < 0:
+            raise ValidationError("stream counts must not be negative")
+        s = self._slot(model)
+        s.completed += completed
+        s.failed += failed
+        s.cancelled += cancelled
+        s.output_tokens += output_tokens
+        for sketch in ttft_sketches:
+            s.ttft.merge(sketch)
+        ttft, itl, tps, duration = s.pending
+        ttft += ttft_ms
+        itl += itl_ms
+        tps += tokens_per_s
+        duration += duration_ms
+        if len(ttft) + len(itl) + len(tps) + len(duration) >= FOLD_AT:
+            s.fold()
+
+    def _total(self) -> _Streams:
+        total = _Streams()
+        for s in self._by_model.values():
+            total.merge(s)
+        return total
 
     def snapshot(self) -> StreamingSnapshot:
         """Totals and per-model statistics with p50/p95/p99."""
         return StreamingSnapshot(
-            **msgspec.structs.asdict(self._total.freeze()),
+            **msgspec.structs.asdict(self._total().freeze()),
             by_model={k: v.freeze() for k, v in self._by_model.items()},
         )
+
+    def sketches(self) -> dict[str, StreamSketches]:
+        """Count, sum and quantiles of each model's sketches (for Prometheus summaries)."""
+        for s in self._by_model.values():
+            s.fold()
+        return {
+            model: StreamSketches(
+                ttft_ms=s.ttft.summary(),
+                itl_ms=s.itl.summary(),
+                tokens_per_s=s.tps.summary(),
+                duration_ms=s.duration.summary(),
+            )
+            for model, s in self._by_model.items()
+        }

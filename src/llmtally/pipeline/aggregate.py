@@ -1,29 +1,83 @@
-"""The aggregator actor: the single owner of the running statistics.
+"""The aggregator actor: the single owner of the running statistics; it feeds the trackers.
 
 It takes everything waiting in the ingest stream at once (``receive_nowait`` until empty,
 up to ``max_batch``), folds the batch into a ``StatsDelta``, applies it to the
-``Aggregate``, offers the events to live subscribers, logs them, and hands the batch and
-its delta to the persister. Awaiting only when the stream is empty (or the persister is
-behind) keeps a hop at a fraction of a microsecond per event.
+``Aggregate``, feeds the ``Trackers`` (errors, SLO, streaming, budgets), offers the events
+to live subscribers, logs them, and hands the batch and its delta to the persister.
+Awaiting only when the stream is empty (or the persister is behind) keeps a hop at a
+fraction of a microsecond per event.
+
+Besides events and ``Barrier``s the ingest stream carries ``TaggedEvent``s: an event
+with what only its producer knows — that it is a stream (``EventStore.track_stream``;
+counted as one whatever its fields) and the budget ``Reservation`` it settles (recorded
+inside ``EventStore.reserve``). The aggregator adds the event's spend and releases the
+reservation's hold in the same synchronous step, so at every moment a reserved call is
+counted once: by its hold, then by its spend.
+
+Budget thresholds crossed by a batch become ``budget_threshold_reached`` events, added to
+the same batch (persisted locally, published, never synced).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import TypeAlias
 
 import anyio
 from anyio.abc import TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from .._ids import new_event_id
+from ..analysis.budgets import Reservation, ThresholdCrossing
 from ..analysis.stats import Aggregate, StatsDelta
+from ..analysis.trackers import Trackers
 from ..events import AnalyticsEvent, LlmRequestCompleted, LlmRequestFailed
 from .fanout import Fanout
-from .messages import Barrier, PersistBatch
+from .messages import Barrier, Nudge, PersistBatch
 
-__all__ = ["aggregate", "format_usd", "log_event"]
+__all__ = [
+    "IngestItem",
+    "TaggedEvent",
+    "aggregate",
+    "crossing_event",
+    "format_usd",
+    "log_event",
+]
 
 logger = logging.getLogger("llmtally")
+
+
+class TaggedEvent:
+    """An event and what its producer knows about it (see the module docstring)."""
+
+    __slots__ = ("event", "reservation", "stream")
+
+    def __init__(
+        self,
+        event: AnalyticsEvent,
+        *,
+        stream: bool = False,
+        reservation: Reservation | None = None,
+    ) -> None:
+        self.event = event
+        self.stream = stream
+        self.reservation = reservation
+
+
+IngestItem: TypeAlias = AnalyticsEvent | Barrier | TaggedEvent
+"""What the ingest stream carries."""
+
+
+def crossing_event(crossing: ThresholdCrossing) -> AnalyticsEvent:
+    """The ``budget_threshold_reached`` event for a crossing (agent-scoped budgets carry
+    the agent id)."""
+    return AnalyticsEvent(
+        event_id=new_event_id(crossing.at_ms),
+        timestamp_ms=crossing.at_ms,
+        payload=crossing.to_payload(),
+        agent_id=crossing.scope_value if crossing.scope == "agent_id" else None,
+    )
 
 
 def format_usd(nanos: int) -> str:
@@ -55,17 +109,46 @@ def log_event(event: AnalyticsEvent) -> None:
 
 
 async def aggregate(
-    ingest_rx: MemoryObjectReceiveStream[AnalyticsEvent | Barrier],
+    ingest_rx: MemoryObjectReceiveStream[IngestItem],
     persist_tx: MemoryObjectSendStream[PersistBatch],
     stats: Aggregate,
     fanout: Fanout,
     *,
+    trackers: Trackers | None = None,
     max_batch: int = 2_000,
     on_batch: Callable[[list[AnalyticsEvent]], None] | None = None,
+    on_emitted: Callable[[int], None] | None = None,
+    nudge: Nudge | None = None,
     task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Run until the ingest stream ends, then close ``persist_tx`` (EOF for the persister)."""
+    """Run until the ingest stream ends, then close ``persist_tx`` (EOF for the persister).
+
+    ``nudge``: told of every batch queued for the persister (see ``Nudge``).
+
+    ``trackers=None`` turns the trackers off (benchmarks). ``on_emitted`` is told how
+    many threshold events were added to a batch.
+    """
     task_status.started()
+    try:
+        await _aggregate(
+            ingest_rx, persist_tx, stats, fanout, trackers, max_batch, on_batch, on_emitted, nudge
+        )
+    finally:
+        if nudge is not None:
+            nudge.event.set()  # end of stream (persist_tx is closed by now): stop lingering
+
+
+async def _aggregate(
+    ingest_rx: MemoryObjectReceiveStream[IngestItem],
+    persist_tx: MemoryObjectSendStream[PersistBatch],
+    stats: Aggregate,
+    fanout: Fanout,
+    trackers: Trackers | None,
+    max_batch: int,
+    on_batch: Callable[[list[AnalyticsEvent]], None] | None,
+    on_emitted: Callable[[int], None] | None,
+    nudge: Nudge | None,
+) -> None:
     async with ingest_rx, persist_tx:
         receive_nowait = ingest_rx.receive_nowait
         end = False
@@ -87,14 +170,40 @@ async def aggregate(
             barriers: list[Barrier] = []
             delta = StatsDelta()
             add = delta.add
+            streams: set[str] | None = None
+            settles: list[Reservation] = []
             for item in items:
-                if type(item) is Barrier:
-                    barriers.append(item)
-                else:
-                    assert isinstance(item, AnalyticsEvent)
+                if type(item) is AnalyticsEvent:
                     events.append(item)
                     add(item)
+                elif type(item) is Barrier:
+                    barriers.append(item)
+                else:
+                    assert isinstance(item, TaggedEvent)
+                    ev = item.event
+                    events.append(ev)
+                    add(ev)
+                    if item.stream:
+                        if streams is None:
+                            streams = set()
+                        streams.add(ev.event_id)
+                    if item.reservation is not None:
+                        settles.append(item.reservation)
             stats.apply(delta)
+            if trackers is not None and events:
+                try:
+                    crossings = trackers.observe(events, delta, streams)
+                except Exception:  # a bug there must not stop the pipeline
+                    logger.exception("llmtally: the trackers could not count a batch")
+                    crossings = []
+                # After the spend above: a reserved call is never counted by neither.
+                for reservation in settles:
+                    trackers.budgets.release(reservation)
+                if crossings:
+                    _announce(crossings)
+                    events += [crossing_event(c) for c in crossings]
+                    if on_emitted is not None:
+                        on_emitted(len(crossings))
             if events:
                 fanout.publish(events)
                 if on_batch is not None:
@@ -106,4 +215,19 @@ async def aggregate(
             try:
                 persist_tx.send_nowait(batch)
             except anyio.WouldBlock:
+                if nudge is not None:
+                    nudge.event.set()  # the persister's queue is full: lingering is moot
                 await persist_tx.send(batch)
+            if nudge is not None:
+                nudge.sent(batch)
+
+
+def _announce(crossings: list[ThresholdCrossing]) -> None:
+    for c in crossings:
+        logger.warning(
+            "llmtally: budget %r reached %d%% of its limit (%s of %s USD)",
+            c.budget_id,
+            c.threshold_percent,
+            format_usd(c.spent_micros * 1000),
+            format_usd(c.limit_micros * 1000),
+        )

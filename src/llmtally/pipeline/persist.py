@@ -30,7 +30,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from ..analysis.stats import StatsDelta, merge_delta
 from ..events import AnalyticsEvent
 from ..storage.base import EventStorage
-from .messages import Barrier, PersistBatch
+from .messages import Nudge, PersistBatch
 
 __all__ = ["backoff_delay", "persist"]
 
@@ -54,13 +54,15 @@ async def persist(
     retry_delay: Callable[[int], float] = backoff_delay,
     sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
     committed_tx: MemoryObjectSendStream[int] | None = None,
+    nudge: Nudge | None = None,
     task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run until ``rx`` ends and everything received is written (or the deadline hits).
 
     ``totals``: the cumulative stats of what is already stored (as loaded on open); the
     persister owns and updates it. ``committed_tx``: notified after each commit (never
-    waits) and closed when this returns, however it ends.
+    waits) and closed when this returns, however it ends. ``nudge``: shared with the
+    aggregator, ends a linger early (without it, a linger always runs its full length).
     """
     task_status.started()
     next_checkpoint = anyio.current_time() + checkpoint_every
@@ -91,31 +93,16 @@ async def persist(
                 first = await rx.receive()
             except anyio.EndOfStream:
                 break
-            events = first.events
-            delta = first.delta
-            barriers: list[Barrier] = list(first.barriers)
-            deadline = anyio.current_time() + linger
-            while len(events) < batch_size and not barriers:
-                nxt: PersistBatch | None = None
-                try:
-                    nxt = rx.receive_nowait()
-                except anyio.EndOfStream:
-                    eof = True
-                    break
-                except anyio.WouldBlock:
-                    remaining = deadline - anyio.current_time()
-                    if remaining <= 0:
-                        break
-                    with anyio.move_on_after(remaining):
-                        try:
-                            nxt = await rx.receive()
-                        except anyio.EndOfStream:
-                            eof = True
-                    if nxt is None:
-                        break
-                events.extend(nxt.events)
-                merge_delta(delta, nxt.delta)
-                barriers.extend(nxt.barriers)
+            batch = first
+            eof = _take_queued(rx, batch, batch_size)
+            if not eof and not batch.barriers and len(batch.events) < batch_size and linger > 0:
+                # Linger once for more (a barrier or a full batch cuts it short), then
+                # take everything queued meanwhile: one timer per write, not per event.
+                woken = nudge.rearm(len(batch.events)) if nudge is not None else anyio.Event()
+                with anyio.move_on_after(linger):
+                    await woken.wait()
+                eof = _take_queued(rx, batch, batch_size)
+            events, delta, barriers = batch.events, batch.delta, batch.barriers
             if events:
                 merge_delta(totals, delta)
                 checkpoint = eof or anyio.current_time() >= next_checkpoint
@@ -130,6 +117,23 @@ async def persist(
                 b.done.set()
         if dirty:
             await write([], True)
+
+
+def _take_queued(
+    rx: MemoryObjectReceiveStream[PersistBatch], batch: PersistBatch, batch_size: int
+) -> bool:
+    """Fold what is queued now into ``batch`` (up to ``batch_size`` events); True at EOF."""
+    while len(batch.events) < batch_size:
+        try:
+            nxt = rx.receive_nowait()
+        except anyio.WouldBlock:
+            return False
+        except anyio.EndOfStream:
+            return True
+        batch.events.extend(nxt.events)
+        merge_delta(batch.delta, nxt.delta)
+        batch.barriers.extend(nxt.barriers)
+    return False
 
 
 def _notify(tx: MemoryObjectSendStream[int], count: int) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Final
 
 import anyio
@@ -24,8 +25,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from ..storage.base import EventStorage
-from . import ingest
+from ..storage.base import EventStorage, QueryStorage
+from ..storage.retention import DEFAULT_RETENTION_INTERVAL_S, run_retention
+from . import analytics, ingest, observability, openapi
 from .auth import Auth
 from .context import DEFAULT_MAX_BATCH, DEFAULT_MAX_BODY_BYTES, ServerContext
 from .responses import exception_handlers, json_response
@@ -38,7 +40,12 @@ CLOSE_TIMEOUT_S: Final = 30.0
 RouteFactory = Callable[[ServerContext], Sequence[BaseRoute]]
 """A route module's ``routes`` function."""
 
-ROUTE_MODULES: Final[tuple[RouteFactory, ...]] = (ingest.routes,)
+ROUTE_MODULES: Final[tuple[RouteFactory, ...]] = (
+    ingest.routes,
+    analytics.routes,
+    observability.routes,
+    openapi.routes,
+)
 
 logger: Final = logging.getLogger("llmtally.server")
 
@@ -56,13 +63,17 @@ def create_app(
     max_batch: int = DEFAULT_MAX_BATCH,
     own_storage: bool = False,
     extra_routes: RouteFactory | None = None,
+    retention_interval_s: float | None = DEFAULT_RETENTION_INTERVAL_S,
 ) -> Starlette:
     """The collector app over ``storage``.
 
     ``own_storage=True``: the app's lifespan opens the storage at startup (a failure
     aborts startup) and closes it at shutdown, after in-flight requests are done.
     Otherwise the caller owns it. ``extra_routes`` adds routes that share the same
-    context (storage, auth, limits). Raises ``ValueError`` for non-positive limits.
+    context (storage, auth, limits). With ``own_storage=True`` and a storage that
+    expires data (``QueryStorage``), a background task runs ``expire`` every
+    ``retention_interval_s`` seconds (``None``: never). Raises ``ValueError`` for
+    non-positive limits.
     """
     ctx = ServerContext(
         storage=storage, auth=auth, max_body_bytes=max_body_bytes, max_batch=max_batch
@@ -78,7 +89,15 @@ def create_app(
             return
         await storage.open()
         try:
-            yield
+            # The task group is entered and left by this one lifespan task (Starlette
+            # runs the whole context there), so yielding inside it is safe here.
+            async with anyio.create_task_group() as tg:
+                if retention_interval_s is not None and isinstance(storage, QueryStorage):
+                    tg.start_soon(partial(run_retention, storage, interval_s=retention_interval_s))
+                try:
+                    yield
+                finally:
+                    tg.cancel_scope.cancel()
         finally:
             # Shutdown must close the database even if the server is being cancelled.
             with anyio.move_on_after(CLOSE_TIMEOUT_S, shield=True):

@@ -8,11 +8,13 @@ module and one line in ``app.py``.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
 import anyio
 
+from ..events import AnalyticsEvent
 from ..storage.base import EventStorage
 from .auth import Auth
 
@@ -28,6 +30,9 @@ class ServerContext:
 
     ``write_lock`` serializes writes: a storage connection runs one transaction at a
     time, and concurrent requests must not interleave their ``BEGIN``/``COMMIT``.
+    ``ingest_observers`` are called with the events each ingest request stored (each
+    event id once), synchronously; route modules append to it when ``create_app``
+    builds the app (e.g. ``observability`` feeds its trackers). They must not raise.
     """
 
     storage: EventStorage
@@ -35,6 +40,7 @@ class ServerContext:
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     max_batch: int = DEFAULT_MAX_BATCH
     write_lock: anyio.Lock = field(default_factory=anyio.Lock)
+    ingest_observers: list[Callable[[Sequence[AnalyticsEvent]], None]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.max_body_bytes < 1:

@@ -192,6 +192,8 @@ def routes(ctx: ServerContext) -> list[BaseRoute]:
                 logger.exception("storing %d events failed", len(events))
                 return error_response(500, "storage error")
             accepted, duplicates = len(result.inserted), result.duplicates
+            for observe in ctx.ingest_observers:
+                observe(result.inserted)
         return json_response(IngestResponse(accepted, duplicates, parsed.rejected))
 
     return [

@@ -21,6 +21,7 @@ import uvicorn
 import uvicorn.config
 
 from .._exceptions import ConfigurationError
+from ..storage.base import EventStorage
 from ..storage.sqlite import SqliteStorage
 from .app import create_app
 from .auth import Auth
@@ -87,31 +88,57 @@ def _url(host: str, port: int) -> str:
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
-async def _check_storage(storage: SqliteStorage) -> None:
+async def _check_storage(storage: EventStorage) -> None:
     await storage.open()
     await storage.close()
 
 
-def _storage_for(options: ServeOptions) -> SqliteStorage:
-    storage = SqliteStorage(options.db, busy_timeout_ms=options.busy_timeout_ms)
+def _is_postgres(db: str) -> bool:
+    return db.startswith(("postgresql://", "postgres://"))
+
+
+def _redacted(db: str) -> str:
+    """``db`` without a password, for logs and error messages."""
+    if not _is_postgres(db):
+        return db
+    scheme, _, rest = db.partition("://")
+    userinfo, at, host = rest.rpartition("@")
+    if not at:
+        return db
+    return f"{scheme}://{userinfo.split(':', 1)[0]}:***@{host}" if ":" in userinfo else db
+
+
+def _storage_for(options: ServeOptions) -> EventStorage:
+    storage: EventStorage
+    if _is_postgres(options.db):
+        try:
+            from ..storage.postgres import PostgresStorage
+        except ImportError as exc:
+            raise ServeError(
+                f"PostgreSQL needs the postgres extra (pip install 'llmtally[postgres]'): {exc}",
+                exit_code=2,
+            ) from None
+        storage = PostgresStorage(options.db, busy_timeout_ms=options.busy_timeout_ms)
+    else:
+        storage = SqliteStorage(options.db, busy_timeout_ms=options.busy_timeout_ms)
     try:
         # Open once before serving so that a bad path or a failed migration is one
         # clear line and exit 1, not a lifespan traceback. Runs before any server loop.
         asyncio.run(_check_storage(storage))
     except Exception as exc:
-        raise ServeError(f"cannot open database {options.db}: {exc}") from None
+        raise ServeError(f"cannot open database {_redacted(options.db)}: {exc}") from None
     return storage
 
 
 def serve(options: ServeOptions, environ: dict[str, str]) -> int:
     """Serve until stopped; returns the exit code (0 after a graceful stop).
 
-    Raises ``ServeError`` when the server cannot start: no tokens configured and no
-    ``--insecure-no-auth`` (exit code 2), a PostgreSQL URL (2), a database that cannot
-    be opened (1). Tokens come from ``environ``; they are never logged.
+    ``options.db`` is a SQLite file or a ``postgresql://`` URL (many collectors may share
+    one PostgreSQL database). Raises ``ServeError`` when the server cannot start: no
+    tokens configured and no ``--insecure-no-auth`` (exit code 2), a PostgreSQL URL
+    without the postgres extra (2), a database that cannot be opened (1). Tokens come
+    from ``environ``; they and database passwords are never logged.
     """
-    if options.db.startswith(("postgresql://", "postgres://")):
-        raise ServeError("PostgreSQL support is not available yet", exit_code=2)
     try:
         auth = Auth.from_env(environ, insecure=options.insecure_no_auth)
     except ConfigurationError as exc:
@@ -151,7 +178,7 @@ def serve(options: ServeOptions, environ: dict[str, str]) -> int:
     logger.info(
         "llmtally collector on %s (db %s, %d API tokens, loop %s, http %s)",
         url,
-        options.db,
+        _redacted(options.db),
         auth.token_count,
         config.loop,
         config.http,

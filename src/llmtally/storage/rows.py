@@ -20,6 +20,7 @@ from ..events import (
 
 __all__ = [
     "COLUMNS",
+    "endpoint_of",
     "LOCAL",
     "PENDING",
     "REFUSED",
@@ -71,6 +72,13 @@ class _RequestExtra(msgspec.Struct, frozen=True, omit_defaults=True, gc=False):
 _encode: Final = msgspec.json.Encoder().encode
 _decode_extra: Final = msgspec.json.Decoder(_RequestExtra).decode
 _decode_payload: Final = msgspec.json.Decoder(EventPayload).decode
+
+
+def endpoint_of(extra: bytes | str | None) -> str:
+    """The ``endpoint`` kept in a request row's ``extra`` (``""`` when absent)."""
+    if extra is None:
+        return ""
+    return _decode_extra(extra).endpoint or ""
 
 
 def event_to_row(event: AnalyticsEvent, synced_state: int | None = None) -> tuple[Any, ...]:

@@ -2,24 +2,51 @@
 
 All I/O runs on aiosqlite's own thread; nothing here blocks the event loop. The
 connection is in autocommit mode and every write is an explicit ``BEGIN IMMEDIATE`` …
-``COMMIT``, so a batch and its stats checkpoint land together or not at all.
+``COMMIT``, so a batch, its rollup rows and its stats checkpoint land together or not at
+all. Queries (``QueryStorage``) run on a second, read-only connection opened on first use:
+WAL lets them read a consistent snapshot beside the writer without holding it up.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
+from itertools import chain
 from pathlib import Path
 from typing import Any, Final, Literal
 
 import aiosqlite
 import anyio
+import anyio.lowlevel
 
 from ..analysis.stats import StatsDelta, decode_series, encode_series
 from ..events import AnalyticsEvent
-from .base import IngestResult
-from .rows import COLUMNS, PENDING, SYNCED, event_to_row, row_to_event
+from ._sql import EVENT_SELECT, REQUEST_SELECT, REQUEST_TYPES, Params, events_where, keyset, qmark
+from .base import (
+    DEFAULT_EXPIRE_CHUNK,
+    DEFAULT_RAW_TTL_MS,
+    DEFAULT_ROLLUP_TTL_MS,
+    Cursor,
+    EventFilter,
+    ExpireResult,
+    IngestResult,
+    RequestRow,
+    RollupRow,
+    StorageInfo,
+)
+from .rollups import (
+    DIMENSIONS,
+    HOUR_MS,
+    MINUTE_MS,
+    ROLLUP_COLUMNS,
+    Rollup,
+    RollupKey,
+    rollup_events,
+    rollup_from_row,
+    rollup_to_row,
+)
+from .rows import COLUMNS, PENDING, SYNCED, endpoint_of, event_to_row, row_to_event
 
 __all__ = ["MIGRATIONS", "SqliteStorage"]
 
@@ -74,7 +101,51 @@ MIGRATIONS: Final[tuple[str, ...]] = (
         series BLOB NOT NULL
     );
     """,
+    # 2: keyset pagination on (timestamp_ms, event_id), which also serves every time range
+    # (so the old index goes); rollup rows per (period, facet, start, value), see
+    # ``rollups.py``. Events stored before this version are rolled up on upgrade.
+    """
+    CREATE INDEX events_time_id ON events (timestamp_ms, event_id);
+    DROP INDEX events_timestamp;
+    CREATE TABLE rollups (
+        period_ms INTEGER NOT NULL,
+        dim TEXT NOT NULL,
+        start_ms INTEGER NOT NULL,
+        value TEXT NOT NULL,
+        requests INTEGER NOT NULL DEFAULT 0,
+        failed_requests INTEGER NOT NULL DEFAULT 0,
+        input_tokens INTEGER NOT NULL DEFAULT 0,
+        output_tokens INTEGER NOT NULL DEFAULT 0,
+        cached_input_tokens INTEGER NOT NULL DEFAULT 0,
+        cache_write_input_tokens INTEGER NOT NULL DEFAULT 0,
+        cost_nanos INTEGER NOT NULL DEFAULT 0,
+        unpriced_requests INTEGER NOT NULL DEFAULT 0,
+        unpriced_input_tokens INTEGER NOT NULL DEFAULT 0,
+        unpriced_output_tokens INTEGER NOT NULL DEFAULT 0,
+        duration_count INTEGER NOT NULL DEFAULT 0,
+        duration_sum REAL NOT NULL DEFAULT 0,
+        duration_min REAL,
+        duration_max REAL,
+        ttft_count INTEGER NOT NULL DEFAULT 0,
+        ttft_sum REAL NOT NULL DEFAULT 0,
+        ttft_min REAL,
+        ttft_max REAL,
+        sketches BLOB,
+        mix BLOB,
+        PRIMARY KEY (period_ms, dim, start_ms, value)
+    ) WITHOUT ROWID;
+    """,
 )
+_ROLLUPS_VERSION: Final = 2
+
+_ROLLUP_COLS: Final = ", ".join(ROLLUP_COLUMNS)
+_ROLLUP_STORED: Final = ", ".join(ROLLUP_COLUMNS[4:])
+_UPSERT_ROLLUP: Final = (
+    f"INSERT OR REPLACE INTO rollups ({_ROLLUP_COLS}) "
+    f"VALUES ({', '.join('?' * len(ROLLUP_COLUMNS))})"
+)
+_KEYS_PER_SELECT: Final = 200
+_KEY_MATCH: Final = "(period_ms = ? AND dim = ? AND start_ms = ? AND value = ?)"
 
 Synchronous = Literal["OFF", "NORMAL", "FULL", "EXTRA"]
 
@@ -90,6 +161,7 @@ class SqliteStorage:
     """
 
     durable = True
+    has_rollups = True
 
     def __init__(
         self,
@@ -97,12 +169,18 @@ class SqliteStorage:
         *,
         synchronous: Synchronous = "NORMAL",
         busy_timeout_ms: int = 5_000,
+        raw_ttl_ms: int | None = DEFAULT_RAW_TTL_MS,
+        rollup_ttl_ms: int | None = DEFAULT_ROLLUP_TTL_MS,
     ) -> None:
         self.path = Path(path)
         self.synchronous = synchronous
         self.busy_timeout_ms = busy_timeout_ms
+        self.raw_ttl_ms = raw_ttl_ms
+        self.rollup_ttl_ms = rollup_ttl_ms
         self._db: aiosqlite.Connection | None = None
         self._lock = anyio.Lock()
+        self._reader: aiosqlite.Connection | None = None
+        self._reader_lock = anyio.Lock()
 
     @property
     def db(self) -> aiosqlite.Connection:
@@ -159,12 +237,31 @@ class SqliteStorage:
             for statement in MIGRATIONS[version - 1].split(";"):
                 if statement.strip():
                     await db.execute(statement)
+            if version == _ROLLUPS_VERSION and current:
+                await self._backfill_rollups(db)
             await db.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
+
+    async def _backfill_rollups(self, db: aiosqlite.Connection) -> None:
+        """Roll up the events an older llmtally stored (part of the upgrade transaction)."""
+        last = 0
+        while True:
+            async with db.execute(
+                f"SELECT id, {_COLS} FROM events WHERE id > ? ORDER BY id LIMIT 5000", (last,)
+            ) as cur:
+                rows = list(await cur.fetchall())
+            if not rows:
+                return
+            last = rows[-1][0]
+            await self._upsert_rollups(db, rollup_events(row_to_event(r[1:]) for r in rows))
 
     async def close(self) -> None:
         # Shielded (like httpcore's aclose): a cancelled caller must still release the
         # connection and its thread; closing waits only for the operation in progress.
         with anyio.CancelScope(shield=True):
+            async with self._reader_lock:
+                reader, self._reader = self._reader, None
+                if reader is not None:
+                    await reader.close()
             async with self._lock:
                 db, self._db = self._db, None
                 if db is not None:
@@ -181,40 +278,89 @@ class SqliteStorage:
         if full:
             await db.executemany(
                 _INSERT_MANY,
-                [tuple(v for r in rows[j : j + n] for v in r) for j in range(0, full, n)],
+                [tuple(chain.from_iterable(rows[j : j + n])) for j in range(0, full, n)],
             )
         if full < len(rows):
             await db.executemany(_INSERT, rows[full:])
 
+    @staticmethod
+    async def _existing_ids(db: aiosqlite.Connection, ids: Sequence[str]) -> set[str]:
+        existing: set[str] = set()
+        for i in range(0, len(ids), 500):
+            chunk = ids[i : i + 500]
+            marks = ",".join("?" * len(chunk))
+            sql = f"SELECT event_id FROM events WHERE event_id IN ({marks})"
+            async with db.execute(sql, chunk) as cur:
+                existing.update(r[0] for r in await cur.fetchall())
+        return existing
+
+    @staticmethod
+    def _new_only(events: Sequence[AnalyticsEvent], existing: set[str]) -> list[AnalyticsEvent]:
+        new: list[AnalyticsEvent] = []
+        for e in events:
+            if e.event_id not in existing:
+                existing.add(e.event_id)  # a repeat within the batch is a duplicate too
+                new.append(e)
+        return new
+
+    @staticmethod
+    async def _upsert_rollups(db: aiosqlite.Connection, deltas: dict[RollupKey, Rollup]) -> None:
+        """Read-merge-write of the rollup rows ``deltas`` touch (inside the caller's
+        ``BEGIN IMMEDIATE``, so no other writer can interleave)."""
+        if not deltas:
+            return
+        keys = list(deltas)
+        for i in range(0, len(keys), _KEYS_PER_SELECT):
+            chunk = keys[i : i + _KEYS_PER_SELECT]
+            sql = f"SELECT {_ROLLUP_COLS} FROM rollups WHERE " + " OR ".join(
+                [_KEY_MATCH] * len(chunk)
+            )
+            async with db.execute(sql, [v for k in chunk for v in k]) as cur:
+                for row in await cur.fetchall():
+                    stored = rollup_from_row(row[4:])
+                    stored.merge(deltas[(row[0], row[1], row[2], row[3])])
+                    deltas[(row[0], row[1], row[2], row[3])] = stored
+        await db.executemany(
+            _UPSERT_ROLLUP,
+            [(*k, *rollup_to_row(r, percentiles=k[0] == HOUR_MS)) for k, r in deltas.items()],
+        )
+
     async def write_batch(
         self, events: Sequence[AnalyticsEvent], checkpoint: StatsDelta | None = None
     ) -> None:
-        """Insert ``events``; with ``checkpoint`` (the cumulative totals of every event
-        written so far, these included) also save it, in the same transaction."""
+        """Insert ``events`` and add the new ones to the rollups; with ``checkpoint`` (the
+        cumulative totals of every event written so far, these included) also save it,
+        all in one transaction. Events already stored are neither inserted nor rolled
+        up again, so retrying a batch whose commit outcome is unknown is safe."""
         rows = [event_to_row(e) for e in events]
+        # Rolled up before taking the lock (pure Python): in the common case, every event
+        # is new and this is the delta to apply.
+        deltas = rollup_events(events)
         async with self._transaction() as db:
             if rows:
+                await db.execute("SAVEPOINT batch")
+                before = db.total_changes
                 await self._insert(db, rows)
+                if db.total_changes - before != len(rows):
+                    # Some ids were stored already (a retry): redo with only the new ones.
+                    await db.execute("ROLLBACK TO batch")
+                    ids = [e.event_id for e in events]
+                    new = self._new_only(events, await self._existing_ids(db, ids))
+                    await self._insert(db, [event_to_row(e) for e in new])
+                    deltas = rollup_events(new)
+                await db.execute("RELEASE batch")
+                await self._upsert_rollups(db, deltas)
             if checkpoint is not None:
                 await db.execute(_SAVE_CHECKPOINT, (encode_series(checkpoint),))
 
     async def ingest(self, events: Sequence[AnalyticsEvent]) -> IngestResult:
-        inserted: list[AnalyticsEvent] = []
+        """Store the events whose id is new (as synced) and add them to the rollups."""
         async with self._transaction() as db:
-            existing: set[str] = set()
             ids = [e.event_id for e in events]
-            for i in range(0, len(ids), 500):
-                chunk = ids[i : i + 500]
-                marks = ",".join("?" * len(chunk))
-                sql = f"SELECT event_id FROM events WHERE event_id IN ({marks})"
-                async with db.execute(sql, chunk) as cur:
-                    existing.update(r[0] for r in await cur.fetchall())
-            for e in events:
-                if e.event_id not in existing:
-                    existing.add(e.event_id)  # a repeat within the batch is a duplicate too
-                    inserted.append(e)
+            inserted = self._new_only(events, await self._existing_ids(db, ids))
             if inserted:
                 await self._insert(db, [event_to_row(e, SYNCED) for e in inserted])
+                await self._upsert_rollups(db, rollup_events(inserted))
         return IngestResult(inserted=inserted, duplicates=len(events) - len(inserted))
 
     async def load_totals(self) -> StatsDelta:
@@ -285,5 +431,122 @@ class SqliteStorage:
 
     async def clear(self) -> None:
         async with self._transaction() as db:
-            for table in ("events", "stats_checkpoint"):
+            for table in ("events", "stats_checkpoint", "rollups"):
                 await db.execute(f"DELETE FROM {table}")
+
+    # --- queries (QueryStorage) ---------------------------------------------------------
+
+    async def _read(self, sql: str, params: Sequence[Any]) -> list[Any]:
+        """Rows of ``sql`` from the read-only connection (opened on first use)."""
+        if str(self.path) == ":memory:":  # a second connection would see another database
+            async with self._lock, self.db.execute(sql, params) as cur:
+                return list(await cur.fetchall())
+        async with self._reader_lock:
+            reader = self._reader
+            if reader is None:
+                if self._db is None:
+                    raise RuntimeError("SqliteStorage is not open")
+                reader = await aiosqlite.connect(self.path, isolation_level=None)
+                try:
+                    await reader.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
+                    await reader.execute("PRAGMA query_only = 1")
+                except BaseException:
+                    with anyio.CancelScope(shield=True):
+                        await reader.close()
+                    raise
+                self._reader = reader
+            async with reader.execute(sql, params) as cur:
+                return list(await cur.fetchall())
+
+    async def query_events(
+        self, flt: EventFilter, *, after: Cursor | None = None, limit: int = 100
+    ) -> list[AnalyticsEvent]:
+        p = Params(qmark)
+        where = events_where(p, flt, after)
+        sql = (
+            f"SELECT {EVENT_SELECT} FROM events WHERE {where} "
+            f"ORDER BY timestamp_ms, event_id LIMIT {p(limit)}"
+        )
+        return [row_to_event(r) for r in await self._read(sql, p.values)]
+
+    async def scan_requests(
+        self, start_ms: int, end_ms: int, *, after: Cursor | None = None, limit: int = 5_000
+    ) -> list[RequestRow]:
+        p = Params(qmark)
+        sql = (
+            f"SELECT {REQUEST_SELECT} FROM events WHERE {keyset(p, start_ms, end_ms, after)} "
+            f"AND event_type IN {REQUEST_TYPES} ORDER BY timestamp_ms, event_id LIMIT {p(limit)}"
+        )
+        return [
+            (*r[:2], bool(r[2]), *r[3:7], endpoint_of(r[7]), *r[8:13], bool(r[13]), *r[14:])
+            for r in await self._read(sql, p.values)
+        ]
+
+    async def scan_rollups(
+        self,
+        period_ms: int,
+        dim: str,
+        start_ms: int,
+        end_ms: int,
+        *,
+        after: Cursor | None = None,
+        limit: int = 5_000,
+    ) -> list[RollupRow]:
+        p = Params(qmark)
+        sql = (
+            f"SELECT start_ms, value, {_ROLLUP_STORED} FROM rollups "
+            f"WHERE period_ms = {p(period_ms)} AND dim = {p(dim)} AND "
+            f"{keyset(p, start_ms, end_ms, after, 'start_ms', 'value')} "
+            f"ORDER BY start_ms, value LIMIT {p(limit)}"
+        )
+        rows = await self._read(sql, p.values)
+        return [(r[0], r[1], r[2:]) for r in rows]
+
+    async def expire(self, now_ms: int, *, chunk_size: int = DEFAULT_EXPIRE_CHUNK) -> ExpireResult:
+        """Delete expired rows, ``chunk_size`` per transaction; the write lock is released
+        between chunks so that ingest never waits for more than one chunk."""
+        events = rollups = 0
+        if self.raw_ttl_ms is not None:
+            events = await self._delete_chunks(
+                "DELETE FROM events WHERE id IN (SELECT id FROM events WHERE timestamp_ms < ? "
+                f"AND sync_state != {PENDING} ORDER BY timestamp_ms LIMIT ?)",
+                [(now_ms - self.raw_ttl_ms, chunk_size)],
+                chunk_size,
+            )
+        if self.rollup_ttl_ms is not None:
+            cutoff = now_ms - self.rollup_ttl_ms
+            rollups = await self._delete_chunks(
+                "DELETE FROM rollups WHERE period_ms = ? AND dim = ? AND start_ms IN ("
+                "SELECT start_ms FROM rollups WHERE period_ms = ? AND dim = ? AND start_ms < ? "
+                "ORDER BY start_ms LIMIT ?)",
+                [
+                    (period, dim, period, dim, cutoff, chunk_size)
+                    for period in (MINUTE_MS, HOUR_MS)
+                    for dim in DIMENSIONS
+                ],
+                chunk_size,
+            )
+        return ExpireResult(events=events, rollups=rollups)
+
+    async def _delete_chunks(
+        self, sql: str, params: Iterable[tuple[Any, ...]], chunk_size: int
+    ) -> int:
+        deleted = 0
+        for args in params:
+            while True:
+                async with self._transaction() as db:
+                    cur = await db.execute(sql, args)
+                    n = cur.rowcount
+                    await cur.close()
+                deleted += n
+                if n < chunk_size:
+                    break
+                await anyio.lowlevel.checkpoint()  # let a waiting writer in
+        return deleted
+
+    async def info(self) -> StorageInfo:
+        return StorageInfo(
+            backend_type="sqlite",
+            ttl_seconds=None if self.raw_ttl_ms is None else self.raw_ttl_ms // 1000,
+            rollup_ttl_seconds=None if self.rollup_ttl_ms is None else self.rollup_ttl_ms // 1000,
+        )

@@ -1,0 +1,210 @@
+"""What the aggregator keeps beside the stats: error patterns, SLO, streaming, budgets.
+
+``Trackers.observe(events)`` folds one batch of events into all four. It is pure and
+synchronous (every time is an event's own ``timestamp_ms``), and it is built for the
+aggregator's hot loop: per event only a type check and a few attribute reads; the rest
+is per batch, from the batch's ``StatsDelta`` where it can be —
+
+- SLO: request counts from the delta, one ``SloTracker.add`` per minute present in the
+  batch (usually one);
+- budgets: the delta's spend per series, summed per budget (``BudgetBook.spend_many``;
+  skipped entirely with no budget) when the batch falls within one minute (budget periods start on a minute,
+  so it is within one period), else event by event in time order;
+- streaming: stream events grouped per model; TTFT sketches merged from the delta, the
+  other values added in bulk (``LogSketch.add_many``);
+- errors: failed requests alone pay for message normalization.
+
+Which request events are *streams*: those carrying streaming detail (``ttft_ms``,
+``itl_mean_ms`` or ``output_tokens_per_s``) and those whose id is in the ``streams``
+set passed along (``EventStore.track_stream`` marks its events so, which also counts a
+stream that failed before its first token). A stream's outcome: completed for
+``llm_request_completed``; for ``llm_request_failed``, cancelled when ``error_code`` is
+``"cancelled"``, else failed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Container, Iterable, Sequence
+from typing import Final, TypeAlias
+
+from ..events import AnalyticsEvent, LlmRequestCompleted, LlmRequestFailed
+from .budgets import Budget, BudgetBook, ThresholdCrossing
+from .errors import ErrorPatterns
+from .sketch import LogSketch
+from .slo import MINUTE_MS, SloTracker
+from .stats import StatsDelta
+from .streaming import StreamingStats
+
+__all__ = ["CANCELLED", "Trackers"]
+
+CANCELLED: Final = "cancelled"
+"""The ``error_code`` of a request that was cancelled (e.g. the client went away)."""
+
+_Request: TypeAlias = LlmRequestCompleted | LlmRequestFailed
+
+
+class Trackers:
+    """Error patterns, SLO counts, streaming statistics and budgets of one store.
+
+    Not thread-safe: one owner (the aggregator actor) feeds it with ``observe``; readers
+    on the same event loop take snapshots of the parts (``errors.snapshot()``, …).
+    """
+
+    __slots__ = ("budgets", "errors", "slo", "streaming")
+
+    def __init__(
+        self,
+        budgets: Iterable[Budget] = (),
+        *,
+        now_ms: int = 0,
+        max_patterns: int = 1000,
+        max_models: int = 1000,
+        max_budgets: int = 10_000,
+        reservation_ttl_ms: int = 600_000,
+    ) -> None:
+        self.errors = ErrorPatterns(max_patterns)
+        self.slo = SloTracker()
+        self.streaming = StreamingStats(max_models=max_models)
+        self.budgets = BudgetBook(
+            budgets,
+            now_ms=now_ms,
+            max_budgets=max_budgets,
+            reservation_ttl_ms=reservation_ttl_ms,
+        )
+
+    def observe(
+        self,
+        events: Sequence[AnalyticsEvent],
+        delta: StatsDelta,
+        streams: Container[str] | None = None,
+    ) -> list[ThresholdCrossing]:
+        """Fold a batch in; returns the budget thresholds it crossed (report each once).
+
+        ``delta`` is the batch's ``StatsDelta`` (already computed by the aggregator):
+        request and error counts, spend per series and the TTFT sketches come from it.
+        Events other than request events are ignored. ``streams``: ids of events known
+        to be streams whatever their fields (see the module docstring).
+        """
+        if not delta.series:
+            return []
+        failures: list[tuple[AnalyticsEvent, LlmRequestFailed]] = []
+        by_model: dict[str, list[_Request]] = {}
+        m0 = events[0].timestamp_ms // MINUTE_MS * MINUTE_MS
+        m1 = m0 + MINUTE_MS
+        one_minute = True
+        # The one pass over the events: everything else is per series or per model.
+        for e in events:
+            p = e.payload
+            if type(p) is LlmRequestFailed:
+                failures.append((e, p))
+            elif type(p) is not LlmRequestCompleted:
+                continue
+            if not m0 <= e.timestamp_ms < m1:
+                one_minute = False
+            if (
+                p.ttft_ms is not None
+                or p.itl_mean_ms is not None
+                or p.output_tokens_per_s is not None
+                or (streams is not None and e.event_id in streams)
+            ):
+                group = by_model.get(p.model)
+                if group is None:
+                    by_model[p.model] = [p]
+                else:
+                    group.append(p)
+        if one_minute:  # the common case: one SloTracker.add per batch
+            requests = sum(t.requests for t in delta.series.values())
+            self.slo.add(m0, requests, len(failures))
+        else:
+            self._count_slo(events)
+        observe_error = self.errors.observe
+        for e, f in failures:
+            observe_error(
+                e.timestamp_ms,
+                f.error_code,
+                f.error_message,
+                model=f.model,
+                status_code=f.status_code,
+                endpoint=f.endpoint,
+            )
+        if by_model:
+            self._observe_streams(by_model, delta)
+        if not len(self.budgets):
+            return []
+        if one_minute:  # budget periods start on a minute: the batch is in one period
+            return self._spend(delta, m0)
+        return self._spend_each(events)
+
+    def _count_slo(self, events: Sequence[AnalyticsEvent]) -> None:
+        minutes: dict[int, list[int]] = {}
+        for e in events:
+            p = e.payload
+            if type(p) is LlmRequestCompleted or type(p) is LlmRequestFailed:
+                m = e.timestamp_ms // MINUTE_MS
+                counts = minutes.get(m)
+                if counts is None:
+                    counts = minutes[m] = [0, 0]
+                counts[0] += 1
+                counts[1] += type(p) is LlmRequestFailed
+        for m in sorted(minutes):
+            n, errors = minutes[m]
+            self.slo.add(m * MINUTE_MS, n, errors)
+
+    def _observe_streams(self, by_model: dict[str, list[_Request]], delta: StatsDelta) -> None:
+        # Every request with a TTFT is a stream, so a model's stream TTFTs are exactly
+        # the delta's TTFT sketches of that model: merged, not added again value by value.
+        ttft: dict[str, list[LogSketch]] = {}
+        for (model, _, _, _), t in delta.series.items():
+            if t.ttft.count and model in by_model:
+                ttft.setdefault(model, []).append(t.ttft)
+        for model, ps in by_model.items():
+            failed = [p for p in ps if type(p) is LlmRequestFailed]
+            cancelled = sum(1 for p in failed if p.error_code == CANCELLED)
+            self.streaming.observe_many(
+                model,
+                completed=len(ps) - len(failed),
+                failed=len(failed) - cancelled,
+                cancelled=cancelled,
+                output_tokens=sum(p.output_tokens for p in ps),
+                ttft_sketches=ttft.get(model, ()),
+                itl_ms=[p.itl_mean_ms for p in ps if p.itl_mean_ms is not None],
+                tokens_per_s=[
+                    p.output_tokens_per_s for p in ps if p.output_tokens_per_s is not None
+                ],
+                duration_ms=[p.duration_ms for p in ps if p.duration_ms is not None],
+            )
+
+    def _spend(self, delta: StatsDelta, now_ms: int) -> list[ThresholdCrossing]:
+        # Spend per series of the batch (whose events all fall in the minute of now_ms).
+        return self.budgets.spend_many(
+            now_ms,
+            [
+                (t.cost_nanos, agent_id or None, provider_id or None, model)
+                for (model, _, agent_id, provider_id), t in delta.series.items()
+                if t.cost_nanos
+            ],
+        )
+
+    def _spend_each(self, events: Sequence[AnalyticsEvent]) -> list[ThresholdCrossing]:
+        # A batch spanning minutes (backfill, a clock jump): event by event, in time order.
+        crossings: list[ThresholdCrossing] = []
+        spend = self.budgets.spend_nanos
+        for e in sorted(events, key=lambda e: e.timestamp_ms):
+            p = e.payload
+            if isinstance(p, LlmRequestCompleted | LlmRequestFailed) and p.cost_nanos:
+                crossings += spend(
+                    e.timestamp_ms,
+                    p.cost_nanos,
+                    agent_id=e.agent_id,
+                    provider_id=p.provider_id,
+                    model=p.model,
+                )
+        return crossings
+
+    def add_budget(self, budget: Budget, now_ms: int, spent_nanos: int = 0) -> None:
+        """Add a budget whose current period has already seen ``spent_nanos`` (thresholds
+        that spend reached count as reported). Raises ``ValidationError`` like
+        ``BudgetBook.add``."""
+        self.budgets.add(budget, now_ms=now_ms)
+        if spent_nanos:
+            self.budgets.restore(now_ms, {budget.id: spent_nanos})

@@ -1,0 +1,53 @@
+"""Queries over a storage: ``events`` (keyset pages), ``aggregate`` (per window and
+group, from rollups) and ``export`` (CSV, JSON or JSON Lines, streamed).
+
+All take a ``QueryStorage`` (SQLite, PostgreSQL or memory) and times in unix
+milliseconds, ranges half-open (``start_ms <= t < end_ms``). A bad argument raises
+``QueryError`` naming it; storage errors propagate unchanged.
+"""
+
+from __future__ import annotations
+
+from ._types import (
+    FORMATS,
+    GROUP_BY,
+    MAX_BUCKETS,
+    MAX_CELLS,
+    MAX_LIMIT,
+    WINDOWS,
+    AggregateGroup,
+    AggregateResult,
+    EventPage,
+    EventRecord,
+    ExportFormat,
+    GroupBy,
+    LatencyStats,
+    QueryError,
+    Window,
+)
+from .aggregate import aggregate
+from .events import events
+from .export import CSV_COLUMNS, export, neutralise
+
+__all__ = [
+    "CSV_COLUMNS",
+    "FORMATS",
+    "GROUP_BY",
+    "MAX_BUCKETS",
+    "MAX_CELLS",
+    "MAX_LIMIT",
+    "WINDOWS",
+    "AggregateGroup",
+    "AggregateResult",
+    "EventPage",
+    "EventRecord",
+    "ExportFormat",
+    "GroupBy",
+    "LatencyStats",
+    "QueryError",
+    "Window",
+    "aggregate",
+    "events",
+    "export",
+    "neutralise",
+]

@@ -1,0 +1,256 @@
+"""Live analysis endpoints (read token): errors, SLO, budgets, streaming, and ``/metrics``.
+
+=========================  ===============================================================
+``GET /analytics/errors``  ``?limit=20`` (1–1000): the most frequent error patterns
+                           (``ErrorPatternsSnapshot``)
+``GET /analytics/slo``     ``?target=0.999&window=3600`` (seconds, at most 30 days): error
+                           budget, burn rates, multi-window alerts (``SloStatus``)
+``GET /analytics/budgets`` ``{"budgets": [BudgetStatus, ...]}``
+``GET /analytics/streaming``  active streams, completion rate, per-model TTFT, ITL and
+                           tokens/s percentiles (``StreamingSnapshot``)
+``GET /metrics``           Prometheus text or OpenMetrics (``llmtally.prometheus``)
+=========================  ===============================================================
+
+A bad parameter is a 400 ``{"error": "...", "parameter": "<name>"}``. Two ways to serve
+them:
+
+- Inside a router, over its ``EventStore``::
+
+      app.mount("/llmtally", observability_app(store, auth=auth))
+
+  (or add ``routes_for(store, auth)`` to an app's routes).
+- In the collector: ``create_app`` registers ``routes``. A collector has a storage, not an
+  ``EventStore``, so ``routes`` builds a ``CollectorView`` — statistics and trackers fed by
+  the ingest path with every event it stores (``ServerContext.ingest_observers``). Like
+  any Prometheus counter, its numbers cover what *this* process ingested since it
+  started: across replicas, ``sum()`` them (each event is stored, and counted, by one
+  replica); ``rate()`` absorbs restarts. Durable totals are ``/analytics/stats`` and
+  ``/analytics/aggregate``, which read the storage. A collector has no budgets.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from decimal import Decimal, InvalidOperation
+from fractions import Fraction
+from typing import Final, Protocol
+
+import msgspec
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from ..analysis.budgets import BudgetStatus
+from ..analysis.errors import ErrorPatternsSnapshot
+from ..analysis.slo import HOUR_MS, MAX_WINDOW_MS, SloStatus
+from ..analysis.stats import Aggregate, ComputedStats, StatsDelta
+from ..analysis.streaming import StreamingSnapshot
+from ..analysis.trackers import Trackers
+from ..events import AnalyticsEvent
+from ..prometheus import MetricsSource, make_registry, render
+from .auth import Auth, Scope
+from .context import ServerContext
+from .responses import exception_handlers, json_response
+
+__all__ = [
+    "MAX_PATTERNS",
+    "BudgetsResponse",
+    "CollectorView",
+    "ObservabilitySource",
+    "observability_app",
+    "routes",
+    "routes_for",
+]
+
+logger: Final = logging.getLogger("llmtally.server.observability")
+
+MAX_PATTERNS: Final = 1_000
+"""The largest ``limit`` of ``/analytics/errors``."""
+
+
+class ObservabilitySource(MetricsSource, Protocol):
+    """What the endpoints read: ``EventStore`` and ``CollectorView`` provide it."""
+
+    def error_patterns(self, n: int = ...) -> ErrorPatternsSnapshot: ...
+
+    def streaming_stats(self) -> StreamingSnapshot: ...
+
+
+class BudgetsResponse(msgspec.Struct, frozen=True):
+    """``GET /analytics/budgets``."""
+
+    budgets: list[BudgetStatus]
+
+
+class _ParamError(msgspec.Struct, frozen=True):
+    error: str
+    parameter: str
+
+
+class _BadParameter(Exception):
+    def __init__(self, parameter: str, message: str) -> None:
+        super().__init__(message)
+        self.parameter = parameter
+        self.message = message
+
+
+def _wall_clock_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class CollectorView:
+    """The collector's live statistics and trackers, fed with the events it stores.
+
+    ``observe`` is the ingest path's hook (synchronous, on the event loop's thread); the
+    readers are the same as ``EventStore``'s. Counts start at zero when the process starts
+    (see the module docstring).
+    """
+
+    def __init__(
+        self,
+        *,
+        clock: Callable[[], int] | None = None,
+        max_keys: int = 10_000,
+        max_error_patterns: int = 1_000,
+    ) -> None:
+        self._clock = clock or _wall_clock_ms
+        self._aggregate = Aggregate(max_keys=max_keys)
+        self._trackers = Trackers(max_patterns=max_error_patterns, max_models=max_keys)
+
+    def observe(self, events: Sequence[AnalyticsEvent]) -> None:
+        """Count events just stored (each event id once). Never raises: a failure here is
+        logged, and must not fail the ingest request that stored them."""
+        if not events:
+            return
+        try:
+            delta = StatsDelta().add_all(events)
+            self._aggregate.apply(delta)
+            self._trackers.observe(events, delta)
+        except Exception:
+            logger.exception("counting %d ingested events failed", len(events))
+
+    def stats(self) -> ComputedStats:
+        """Totals of what this process ingested."""
+        return self._aggregate.snapshot()
+
+    def observed_state(self) -> tuple[Aggregate, Trackers]:
+        """The live statistics and trackers (read-only)."""
+        return self._aggregate, self._trackers
+
+    def error_patterns(self, n: int = 20) -> ErrorPatternsSnapshot:
+        """The ``n`` most frequent error patterns."""
+        return self._trackers.errors.snapshot(n)
+
+    def slo_status(
+        self, target: float | str | Decimal | Fraction = 0.999, window_ms: int = HOUR_MS
+    ) -> SloStatus:
+        """The SLO over the window ending now (wall clock); raises ``ValueError``."""
+        return self._trackers.slo.status(self._clock(), target, window_ms)
+
+    def streaming_stats(self) -> StreamingSnapshot:
+        """Streams seen in ingested events (no active gauge: a collector sees ends only)."""
+        return self._trackers.streaming.snapshot()
+
+    def budget_status(self) -> list[BudgetStatus]:
+        """A collector has no budgets: ``[]``."""
+        return []
+
+
+# --- parameters -------------------------------------------------------------------------
+
+
+def _int_param(request: Request, name: str, default: int, lo: int, hi: int) -> int:
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise _BadParameter(name, f"{name} must be an integer") from None
+    if not lo <= value <= hi:
+        raise _BadParameter(name, f"{name} must be within {lo}..{hi}")
+    return value
+
+
+def _target_param(request: Request) -> str:
+    raw = request.query_params.get("target")
+    if raw is None or raw == "":
+        return "0.999"
+    try:
+        d = Decimal(raw)
+    except InvalidOperation:
+        raise _BadParameter("target", "target must be a decimal number, e.g. 0.999") from None
+    if not (d.is_finite() and 0 < d < 1):
+        raise _BadParameter("target", "target must be strictly between 0 and 1")
+    return raw
+
+
+# --- routes -----------------------------------------------------------------------------
+
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+def routes_for(source: ObservabilitySource, auth: Auth) -> list[BaseRoute]:
+    """The endpoints over ``source``, each behind a read-scope token check."""
+    registry = make_registry(source)
+
+    def guarded(handler: Callable[[Request], Response]) -> Endpoint:
+        async def run(request: Request) -> Response:
+            try:
+                return handler(request)
+            except _BadParameter as exc:
+                return json_response(_ParamError(exc.message, exc.parameter), 400)
+
+        run.__name__ = handler.__name__
+        run.__doc__ = handler.__doc__
+        return auth.protect(Scope.READ, run)
+
+    def get_errors(request: Request) -> Response:
+        """The most frequent error patterns."""
+        limit = _int_param(request, "limit", 20, 1, MAX_PATTERNS)
+        return json_response(source.error_patterns(limit))
+
+    def get_slo(request: Request) -> Response:
+        """SLO status over a window, with burn-rate alerts."""
+        target = _target_param(request)
+        window_s = _int_param(request, "window", HOUR_MS // 1000, 1, MAX_WINDOW_MS // 1000)
+        return json_response(source.slo_status(target, window_s * 1000))
+
+    def get_budgets(request: Request) -> Response:
+        """Every budget in its current period."""
+        return json_response(BudgetsResponse(source.budget_status()))
+
+    def get_streaming(request: Request) -> Response:
+        """Streaming statistics."""
+        return json_response(source.streaming_stats())
+
+    def get_metrics(request: Request) -> Response:
+        """Prometheus exposition, built now (prometheus_client writes the format)."""
+        body, content_type = render(registry, request.headers.get("accept"))
+        return Response(body, media_type=content_type)
+
+    return [
+        Route("/analytics/errors", guarded(get_errors), methods=["GET"]),
+        Route("/analytics/slo", guarded(get_slo), methods=["GET"]),
+        Route("/analytics/budgets", guarded(get_budgets), methods=["GET"]),
+        Route("/analytics/streaming", guarded(get_streaming), methods=["GET"]),
+        Route("/metrics", guarded(get_metrics), methods=["GET"]),
+    ]
+
+
+def routes(ctx: ServerContext) -> list[BaseRoute]:
+    """The collector's endpoints: a ``CollectorView`` fed by the ingest path."""
+    view = CollectorView()
+    ctx.ingest_observers.append(view.observe)
+    return routes_for(view, ctx.auth)
+
+
+def observability_app(source: ObservabilitySource, *, auth: Auth) -> Starlette:
+    """An app serving the endpoints over ``source`` (an ``EventStore``), to mount in a
+    router: ``app.mount("/llmtally", observability_app(store, auth=auth))``. Use
+    ``Auth(insecure=True)`` only where the mount point is otherwise protected."""
+    return Starlette(routes=routes_for(source, auth), exception_handlers=exception_handlers())

@@ -1,0 +1,249 @@
+"""``GET /openapi.json``: an OpenAPI 3.1 description of every route the app serves.
+
+Schemas are generated from the msgspec types the endpoints encode and decode
+(``msgspec.json.schema_components``), so the document cannot drift from the code.
+Operations described in ``OPERATIONS`` get parameters, bodies and responses; any other
+route of the app (another module's) is still listed, with its docstring as summary.
+Needs no token: it describes the API, not the data.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final, get_args
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from .. import __version__
+from ..events import EventType, IngestResponse, WireBatch
+from ..query import FORMATS, GROUP_BY, MAX_LIMIT, WINDOWS, AggregateResult, EventPage
+from .analytics import ClearResponse, ParamErrorBody, StatsResponse
+from .context import ServerContext
+from .ingest import INGEST_PATH
+from .responses import ErrorBody
+
+__all__ = ["OPENAPI_PATH", "OPERATIONS", "HealthResponse", "Operation", "build_openapi", "routes"]
+
+OPENAPI_PATH: Final = "/openapi.json"
+
+
+class HealthResponse(msgspec.Struct, frozen=True):
+    """``GET /health``."""
+
+    status: str
+
+
+@dataclass(frozen=True)
+class Operation:
+    """What the document says about one method on one path."""
+
+    summary: str
+    scope: str | None  # "read", "ingest", "admin"; None: no token
+    response: type | None = None
+    parameters: list[dict[str, Any]] = field(default_factory=list)
+    body: type | None = None
+    media_type: str = "application/json"
+    extra_responses: dict[str, str] = field(default_factory=dict)
+
+
+def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "schema": schema,
+        "description": description,
+    }
+
+
+_START = _query(
+    "start",
+    {"type": "integer", "minimum": 0},
+    "Range start, unix seconds (inclusive). Default: end - 1 hour.",
+)
+_END = _query(
+    "end", {"type": "integer", "minimum": 0}, "Range end, unix seconds (exclusive). Default: now."
+)
+_TEXT = {"type": "string", "maxLength": 256}
+
+OPERATIONS: Final[dict[tuple[str, str], Operation]] = {
+    ("/health", "get"): Operation("Liveness", None, HealthResponse),
+    (OPENAPI_PATH, "get"): Operation("This document", None),
+    (INGEST_PATH, "post"): Operation(
+        "Store a batch of Protocol 012 events (each event_id once)",
+        "ingest",
+        IngestResponse,
+        body=WireBatch,
+        extra_responses={"413": "Body or batch too large: split it", "415": "Not JSON"},
+    ),
+    ("/analytics/stats", "get"): Operation("Stored events and retention", "read", StatsResponse),
+    ("/analytics/events", "get"): Operation(
+        "A page of events, oldest first (keyset cursor)",
+        "read",
+        EventPage,
+        [
+            _START,
+            _END,
+            _query(
+                "limit",
+                {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": 100},
+                "Page size.",
+            ),
+            _query("model", _TEXT, "Only this model."),
+            _query("provider", _TEXT, "Only this provider."),
+            _query("agent_id", _TEXT, "Only this agent."),
+            _query("provider_id", _TEXT, "Only this API key id."),
+            _query(
+                "success", {"type": "boolean"}, "Only completed (true) or failed (false) requests."
+            ),
+            _query("event_type", {"enum": sorted(get_args(EventType))}, "Only this event type."),
+            _query("cursor", {"type": "string"}, "next_cursor of the previous page."),
+        ],
+    ),
+    ("/analytics/aggregate", "get"): Operation(
+        "Totals per time window and group (from rollups)",
+        "read",
+        AggregateResult,
+        [
+            _START,
+            _END,
+            _query("group_by", {"enum": list(GROUP_BY)}, "Group by this facet."),
+            _query("window", {"enum": list(WINDOWS)}, "Time buckets (UTC; weeks start Monday)."),
+        ],
+    ),
+    ("/analytics/export", "get"): Operation(
+        "Every event of the range as a streamed download",
+        "read",
+        None,
+        [
+            _query(
+                "start",
+                {"type": "integer", "minimum": 0},
+                "Range start, unix seconds. Default: end - 24 hours.",
+            ),
+            _END,
+            _query(
+                "format",
+                {"enum": list(FORMATS), "default": "json"},
+                "csv, json (an array) or jsonl.",
+            ),
+        ],
+    ),
+    ("/analytics/clear", "post"): Operation(
+        "Delete every event and rollup", "admin", ClearResponse
+    ),
+}
+
+_TYPES: Final = (
+    HealthResponse,
+    IngestResponse,
+    WireBatch,
+    StatsResponse,
+    EventPage,
+    AggregateResult,
+    ClearResponse,
+    ErrorBody,
+    ParamErrorBody,
+)
+_REF: Final = "#/components/schemas/{name}"
+
+
+def _content(schema: dict[str, Any], media_type: str = "application/json") -> dict[str, Any]:
+    return {"content": {media_type: {"schema": schema}}}
+
+
+def _error(description: str, body: type = ErrorBody) -> dict[str, Any]:
+    return {"description": description, **_content({"$ref": _REF.format(name=body.__name__)})}
+
+
+def _operation(op: Operation, path: str, method: str) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "summary": op.summary,
+        "operationId": f"{method}_{path.strip('/').replace('/', '_').replace('.', '_')}",
+    }
+    if op.parameters:
+        out["parameters"] = op.parameters
+    if op.body is not None:
+        out["requestBody"] = {
+            "required": True,
+            **_content({"$ref": _REF.format(name=op.body.__name__)}),
+        }
+    if op.response is not None:
+        ok: dict[str, Any] = {
+            "description": "OK",
+            **_content({"$ref": _REF.format(name=op.response.__name__)}),
+        }
+    elif path == "/analytics/export":
+        ok = {
+            "description": "The events (Content-Disposition: attachment)",
+            "content": {
+                "text/csv": {"schema": {"type": "string"}},
+                "application/json": {
+                    "schema": {"type": "array", "items": {"$ref": _REF.format(name="EventRecord")}}
+                },
+                "application/x-ndjson": {"schema": {"type": "string"}},
+            },
+        }
+    else:
+        ok = {"description": "OK", **_content({"type": "object"})}
+    responses: dict[str, Any] = {"200": ok}
+    if op.parameters:
+        responses["400"] = _error("A bad parameter (named in `parameter`)", ParamErrorBody)
+    elif op.body is not None:
+        responses["400"] = _error("Malformed body")
+    if op.scope is not None:
+        out["security"] = [{"bearerAuth": []}]
+        out["description"] = f"Needs a token with the {op.scope} scope."
+        responses["401"] = _error("Missing or invalid token")
+        responses["503"] = _error("Database busy: retry (Retry-After)")
+    for status, description in op.extra_responses.items():
+        responses[status] = _error(description)
+    out["responses"] = responses
+    return out
+
+
+def build_openapi(app_routes: Sequence[BaseRoute]) -> dict[str, Any]:
+    """The OpenAPI 3.1 document for ``app_routes`` (an app's ``routes``)."""
+    _, components = msgspec.json.schema_components(_TYPES, ref_template=_REF)
+    paths: dict[str, dict[str, Any]] = {}
+    for route in app_routes:
+        if not isinstance(route, Route):
+            continue
+        for method in sorted(m.lower() for m in route.methods or () if m != "HEAD"):
+            op = OPERATIONS.get((route.path, method))
+            if op is not None:
+                entry = _operation(op, route.path, method)
+            else:
+                doc = inspect.getdoc(route.endpoint) or route.name or route.path
+                entry = {
+                    "summary": doc.splitlines()[0],
+                    "responses": {"200": {"description": "OK"}},
+                }
+            paths.setdefault(route.path, {})[method] = entry
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "llmtally collector", "version": __version__},
+        "paths": paths,
+        "components": {
+            "schemas": components,
+            "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer"}},
+        },
+    }
+
+
+def routes(ctx: ServerContext) -> list[BaseRoute]:
+    """``GET /openapi.json`` (no token)."""
+    cache: dict[str, bytes] = {}
+
+    async def openapi_json(request: Request) -> Response:
+        """The OpenAPI 3.1 description of this API."""
+        if "doc" not in cache:
+            cache["doc"] = msgspec.json.encode(build_openapi(request.app.routes))
+        return Response(cache["doc"], media_type="application/json")
+
+    return [Route(OPENAPI_PATH, openapi_json, methods=["GET"])]
