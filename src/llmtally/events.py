@@ -37,6 +37,7 @@ __all__ = [
     "encode_events",
     "from_wire",
     "nanos_to_micros",
+    "request_payload",
     "to_wire",
 ]
 
@@ -158,6 +159,22 @@ class AnalyticsEvent(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     def event_type(self) -> EventType:
         """The payload's tag, e.g. ``"llm_request_completed"``."""
         return _TYPE_OF[type(self.payload)]
+
+
+def request_payload(
+    error: tuple[str, str | None, int | None] | None, **fields: object
+) -> LlmRequestCompleted | LlmRequestFailed:
+    """A completed request, or with ``error = (error_code, error_message, status_code)`` a
+    failed one, from the shared request fields (already validated by the caller)."""
+    if error is None:
+        return LlmRequestCompleted(**fields)  # type: ignore[arg-type]
+    code, message, status_code = error
+    return LlmRequestFailed(
+        error_code=code,
+        error_message=message,
+        status_code=status_code,
+        **fields,  # type: ignore[arg-type]
+    )
 
 
 _TYPE_OF: Final[dict[type, EventType]] = {

@@ -50,6 +50,7 @@ from .events import (
     RouterStarted,
     RouterStopped,
     nanos_to_micros,
+    request_payload,
 )
 from .pipeline.aggregate import IngestItem, TaggedEvent, aggregate
 from .pipeline.fanout import Fanout, Subscription
@@ -779,49 +780,34 @@ class EventStore:
         itl_p95 = v.check_duration("itl_p95_ms", itl_p95_ms)
         rate = v.check_duration("output_tokens_per_s", output_tokens_per_s)
         ep = v.check_optional_id("endpoint", endpoint)
-        payload: LlmRequestCompleted | LlmRequestFailed
-        if error is None:
-            payload = LlmRequestCompleted(
-                model=m,
-                provider=p,
-                provider_id=pid,
-                input_tokens=i,
-                output_tokens=o,
-                cached_input_tokens=c,
-                cache_write_input_tokens=w,
-                cost_nanos=cost,
-                pricing_status=status,
-                duration_ms=duration,
-                ttft_ms=ttft,
-                itl_mean_ms=itl_mean,
-                itl_p95_ms=itl_p95,
-                output_tokens_per_s=rate,
-                usage_missing=bool(usage_missing),
-                endpoint=ep,
+        checked_error = (
+            None
+            if error is None
+            else (
+                v.check_id("error_code", error[0]),
+                v.check_message(error[1]),
+                v.check_status(error[2]),
             )
-        else:
-            code, message, status_code = error
-            payload = LlmRequestFailed(
-                model=m,
-                provider=p,
-                provider_id=pid,
-                input_tokens=i,
-                output_tokens=o,
-                cached_input_tokens=c,
-                cache_write_input_tokens=w,
-                cost_nanos=cost,
-                pricing_status=status,
-                duration_ms=duration,
-                ttft_ms=ttft,
-                itl_mean_ms=itl_mean,
-                itl_p95_ms=itl_p95,
-                output_tokens_per_s=rate,
-                usage_missing=bool(usage_missing),
-                endpoint=ep,
-                error_code=v.check_id("error_code", code),
-                error_message=v.check_message(message),
-                status_code=v.check_status(status_code),
-            )
+        )
+        payload = request_payload(
+            checked_error,
+            model=m,
+            provider=p,
+            provider_id=pid,
+            input_tokens=i,
+            output_tokens=o,
+            cached_input_tokens=c,
+            cache_write_input_tokens=w,
+            cost_nanos=cost,
+            pricing_status=status,
+            duration_ms=duration,
+            ttft_ms=ttft,
+            itl_mean_ms=itl_mean,
+            itl_p95_ms=itl_p95,
+            output_tokens_per_s=rate,
+            usage_missing=bool(usage_missing),
+            endpoint=ep,
+        )
         return self._new_event(payload, agent_id, timestamp_ms)
 
     async def _submit_tagged(self, item: TaggedEvent, *, wait: bool) -> AnalyticsEvent | None:

@@ -17,7 +17,7 @@ import httpx2
 
 from .._ids import new_event_id
 from .._validation import MAX_DURATION_MS, MAX_ID_LENGTH
-from ..events import AnalyticsEvent, LlmRequestCompleted, LlmRequestFailed
+from ..events import AnalyticsEvent, request_payload
 from ..providers import Provider, infer_provider
 from ._usage import Usage
 
@@ -172,50 +172,34 @@ def build_event(
         u.input_tokens, u.output_tokens, u.cached_input_tokens, u.cache_write_input_tokens
     )  # fmt: skip
     cost, status = store.pricing.cost(m, provider, i, o, c, w)
-    payload: LlmRequestCompleted | LlmRequestFailed
-    if error_code is None:  # the hot path: explicit keywords, no intermediate dict
-        payload = LlmRequestCompleted(
-            model=m,
-            provider=clean_id(provider) or _UNKNOWN_PROVIDER,
-            provider_id=clean_id(provider_id),
-            input_tokens=i,
-            output_tokens=o,
-            cached_input_tokens=c,
-            cache_write_input_tokens=w,
-            cost_nanos=cost,
-            pricing_status=status,
-            duration_ms=_ms(duration_ms),
-            ttft_ms=_ms(ttft_ms),
-            itl_mean_ms=_ms(itl_mean_ms),
-            itl_p95_ms=_ms(itl_p95_ms),
-            output_tokens_per_s=_ms(tokens_per_s),
-            usage_missing=usage_missing,
-            endpoint=clean_id(endpoint),
+    error = (
+        None
+        if error_code is None
+        else (
+            clean_id(error_code) or "error",
+            _message(error_message),
+            status_code if status_code is not None and 100 <= status_code <= 599 else None,
         )
-    else:
-        payload = LlmRequestFailed(
-            model=m,
-            provider=clean_id(provider) or _UNKNOWN_PROVIDER,
-            provider_id=clean_id(provider_id),
-            input_tokens=i,
-            output_tokens=o,
-            cached_input_tokens=c,
-            cache_write_input_tokens=w,
-            cost_nanos=cost,
-            pricing_status=status,
-            duration_ms=_ms(duration_ms),
-            ttft_ms=_ms(ttft_ms),
-            itl_mean_ms=_ms(itl_mean_ms),
-            itl_p95_ms=_ms(itl_p95_ms),
-            output_tokens_per_s=_ms(tokens_per_s),
-            usage_missing=usage_missing,
-            endpoint=clean_id(endpoint),
-            error_code=clean_id(error_code) or "error",
-            error_message=_message(error_message),
-            status_code=status_code
-            if status_code is not None and 100 <= status_code <= 599
-            else None,
-        )
+    )
+    payload = request_payload(
+        error,
+        model=m,
+        provider=clean_id(provider) or _UNKNOWN_PROVIDER,
+        provider_id=clean_id(provider_id),
+        input_tokens=i,
+        output_tokens=o,
+        cached_input_tokens=c,
+        cache_write_input_tokens=w,
+        cost_nanos=cost,
+        pricing_status=status,
+        duration_ms=_ms(duration_ms),
+        ttft_ms=_ms(ttft_ms),
+        itl_mean_ms=_ms(itl_mean_ms),
+        itl_p95_ms=_ms(itl_p95_ms),
+        output_tokens_per_s=_ms(tokens_per_s),
+        usage_missing=usage_missing,
+        endpoint=clean_id(endpoint),
+    )
     now = store.now_ms()
     return AnalyticsEvent(
         event_id=event_id or new_event_id(now),
