@@ -272,7 +272,9 @@ def main() -> None:
     )
     ap.add_argument("--events", type=int, default=10_000_000)
     ap.add_argument("--days", type=int, default=30)
-    ap.add_argument("--db", type=Path, help="reuse (or keep) this SQLite file")
+    ap.add_argument(
+        "--db", type=Path, help="reuse (or keep) this SQLite file; else a temporary one"
+    )
     ap.add_argument("--no-raw", action="store_true", help="skip the full raw scan")
     ap.add_argument(
         "--pg",
@@ -284,7 +286,16 @@ def main() -> None:
     ap.add_argument("--pg-skip-events", action="store_true", help="copy only rollups to PostgreSQL")
     args = ap.parse_args()
     day0 = (int(time.time() * 1000) // DAY_MS - args.days) * DAY_MS
-    path = args.db or Path(tempfile.mkdtemp(prefix="llmtally-bench-")) / "query.db"
+    tmp = None if args.db else tempfile.TemporaryDirectory(prefix="llmtally-bench-")
+    path = args.db or Path(tmp.name) / "query.db"  # type: ignore[union-attr]
+    try:
+        _run(args, path, day0)
+    finally:
+        if tmp is not None:
+            tmp.cleanup()  # the file is large: never left behind
+
+
+def _run(args: argparse.Namespace, path: Path, day0: int) -> None:
     print(
         f"python {sys.version.split()[0]}, {os.cpu_count()} cores, sqlite {sqlite3.sqlite_version}"
     )

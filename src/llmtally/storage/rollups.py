@@ -29,7 +29,7 @@ import math
 from bisect import bisect_right
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from itertools import accumulate, repeat, zip_longest
+from itertools import accumulate, chain, repeat, zip_longest
 from operator import add, mul
 from typing import Any, Final, TypeAlias
 
@@ -524,11 +524,14 @@ _FACETS: Final = (
 )
 
 
-def _fold_series(events: Iterable[AnalyticsEvent]) -> dict[_SeriesKey, Rollup]:
-    # Per series: the ten counters (``COUNTERS`` order) in a list, plus the latencies,
-    # bucketed per series in one C-level pass at the end (``Metric.add_many``). This is
-    # the per-event hot path of every write: no method calls in it.
-    series: dict[_SeriesKey, tuple[list[int], list[float], list[float]]] = {}
+_Slot: TypeAlias = tuple[list[int], list[float], list[float]]
+"""One series of a batch: its ten counters (``COUNTERS`` order), durations and TTFTs."""
+
+
+def _fold_series(events: Iterable[AnalyticsEvent]) -> dict[_SeriesKey, _Slot]:
+    # The per-event hot path of every write: no method calls in it. Latencies are kept
+    # as values; they are bucketed per facet row, in C (``Metric.add_many``).
+    series: dict[_SeriesKey, _Slot] = {}
     for e in events:
         p = e.payload
         cls = type(p)
@@ -566,46 +569,104 @@ def _fold_series(events: Iterable[AnalyticsEvent]) -> dict[_SeriesKey, Rollup]:
             slot[1].append(p.duration_ms)
         if p.ttft_ms is not None:
             slot[2].append(p.ttft_ms)
-    out: dict[_SeriesKey, Rollup] = {}
-    for key, (c, durations, ttfts) in series.items():
-        r = Rollup()
-        (
-            r.requests,
-            r.failed_requests,
-            r.input_tokens,
-            r.output_tokens,
-            r.cached_input_tokens,
-            r.cache_write_input_tokens,
-            r.cost_nanos,
-            r.unpriced_requests,
-            r.unpriced_input_tokens,
-            r.unpriced_output_tokens,
-        ) = c
-        r.duration.add_many(durations)
-        r.ttft.add_many(ttfts)
-        r.models = {key[1]: r.requests}
-        r.providers = {key[2]: r.requests}
+    return series
+
+
+def _from_series(parts: list[tuple[_SeriesKey, _Slot]]) -> Rollup:
+    """The rollup of some series of one minute, from their counters and raw latencies."""
+    r = Rollup()
+    if len(parts) == 1:
+        counters = parts[0][1][0]
+    else:
+        counters = list(map(sum, zip(*(slot[0] for _, slot in parts), strict=True)))
+    (
+        r.requests,
+        r.failed_requests,
+        r.input_tokens,
+        r.output_tokens,
+        r.cached_input_tokens,
+        r.cache_write_input_tokens,
+        r.cost_nanos,
+        r.unpriced_requests,
+        r.unpriced_input_tokens,
+        r.unpriced_output_tokens,
+    ) = counters
+    r.duration.add_many(list(chain.from_iterable(slot[1] for _, slot in parts)))
+    r.ttft.add_many(list(chain.from_iterable(slot[2] for _, slot in parts)))
+    for key, slot in parts:
+        n = slot[0][0]
+        r.models[key[1]] = r.models.get(key[1], 0) + n
+        r.providers[key[2]] = r.providers.get(key[2], 0) + n
         if key[5]:
-            r.endpoints = {key[5]: r.requests}
-        out[key] = r
-    return out
+            r.endpoints[key[5]] = r.endpoints.get(key[5], 0) + n
+    return r
+
+
+def _merged_metric(parts: list[Metric]) -> Metric:
+    """One metric holding all of ``parts``: the bins are allocated once over the union of
+    their ranges, then each part is added with one C-level slice ``map(add)``."""
+    full = [m for m in parts if m.count]
+    if not full:
+        return Metric()
+    if len(full) == 1:
+        m = full[0]
+        return Metric(
+            m.count, m.sum, m.min, m.max, Bins(m.bins.lo, m.bins.counts.copy(), m.bins.zero)
+        )
+    dense = [m.bins for m in full if m.bins.counts]
+    lo = min(b.lo for b in dense) if dense else 0
+    counts = [0] * ((max(b.lo + len(b.counts) for b in dense) - lo) if dense else 0)
+    for b in dense:
+        off = b.lo - lo
+        end = off + len(b.counts)
+        counts[off:end] = map(add, counts[off:end], b.counts)
+    return Metric(
+        sum(m.count for m in full),
+        sum(m.sum for m in full),
+        min(m.min for m in full),
+        max(m.max for m in full),
+        Bins(lo, counts, sum(m.bins.zero for m in full)),
+    )
 
 
 def _merged(parts: list[Rollup]) -> Rollup:
+    """``parts`` merged into one new rollup (or the only part itself: read-only)."""
     if len(parts) == 1:
         return parts[0]
-    acc = Rollup()
+    acc = Rollup(
+        duration=_merged_metric([r.duration for r in parts]),
+        ttft=_merged_metric([r.ttft for r in parts]),
+    )
+    (
+        acc.requests,
+        acc.failed_requests,
+        acc.input_tokens,
+        acc.output_tokens,
+        acc.cached_input_tokens,
+        acc.cache_write_input_tokens,
+        acc.cost_nanos,
+        acc.unpriced_requests,
+        acc.unpriced_input_tokens,
+        acc.unpriced_output_tokens,
+    ) = map(sum, zip(*(r.counters() for r in parts), strict=True))
     for r in parts:
-        acc.merge(r)
+        for mine, theirs in (
+            (acc.models, r.models),
+            (acc.providers, r.providers),
+            (acc.endpoints, r.endpoints),
+        ):
+            for k, n in theirs.items():
+                mine[k] = mine.get(k, 0) + n
     return acc
 
 
-def _facet_rows(items: list[tuple[_SeriesKey, Rollup]]) -> dict[tuple[str, str], Rollup]:
+def _facet_rows(items: list[tuple[_SeriesKey, _Slot]]) -> dict[tuple[str, str], Rollup]:
     """The rows of one minute, ``(dim, value) -> rollup``, from its series.
 
     A facet whose values are a coarsening of another's (each model has one provider,
-    say) is merged from that facet's rows instead of from every series: a batch costs
-    about as many merges as its finest facets have values.
+    say) is merged from that facet's few rows; the others are built from their series'
+    raw values (one C-level bucketing pass each), never by merging per-series sketches —
+    so the cost follows the batch's events, not the number of series in it.
     """
     groups: dict[str, dict[str, list[int]]] = {}
     for dim, value_of_key in _FACETS:
@@ -634,7 +695,7 @@ def _facet_rows(items: list[tuple[_SeriesKey, Rollup]]) -> dict[tuple[str, str],
                 break
         if source is None:
             for value, ix in by_value.items():
-                rows[(dim, value)] = _merged([items[i][1] for i in ix])
+                rows[(dim, value)] = _from_series([items[i] for i in ix])
         else:
             finer, mapping = source
             parts: dict[str, list[Rollup]] = {}
@@ -657,9 +718,9 @@ def rollup_events(events: Iterable[AnalyticsEvent]) -> dict[RollupKey, Rollup]:
     then merged per facet value (``_facet_rows``), and hours from their minutes — so a
     batch costs a few merges per series, not per event.
     """
-    by_minute: dict[int, list[tuple[_SeriesKey, Rollup]]] = {}
-    for key, r in _fold_series(events).items():
-        by_minute.setdefault(key[0], []).append((key, r))
+    by_minute: dict[int, list[tuple[_SeriesKey, _Slot]]] = {}
+    for key, slot in _fold_series(events).items():
+        by_minute.setdefault(key[0], []).append((key, slot))
     out: dict[RollupKey, Rollup] = {}
     hours: dict[RollupKey, list[Rollup]] = {}
     for minute, items in by_minute.items():
