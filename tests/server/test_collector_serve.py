@@ -53,10 +53,13 @@ def test_refuses_to_start_without_tokens(tmp_path: Path) -> None:
 
 def test_unreachable_postgres_is_one_line_and_exit_1(tmp_path: Path) -> None:
     # Port 1 on loopback: nothing listens there, so the connection is refused at once.
-    result = run_serve("postgresql://u@127.0.0.1:1/db", tokens={"LLMTALLY_INGEST_TOKENS": "t"})
+    url = "postgresql://u:s3cret@127.0.0.1:1/db"
+    result = run_serve(url, tokens={"LLMTALLY_INGEST_TOKENS": "t"})
     assert result.returncode == 1, result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert "Traceback" not in result.stderr
+    assert "postgresql://u:***@127.0.0.1:1/db" in result.stderr  # the password never shows
+    assert "s3cret" not in result.stderr
 
 
 def test_unusable_database_is_one_line_and_exit_1(tmp_path: Path) -> None:
