@@ -558,28 +558,21 @@ class EventStore:
                 agent_id=agent_id,
             )
             return await self._submit(event)
-        m, p, i, o, c, w, cost, status = self._usage(
-            model,
-            provider,
-            input_tokens,
-            output_tokens,
-            cached_input_tokens,
-            cache_write_input_tokens,
+        return await self._submit(
+            self._request_event(
+                model,
+                provider=provider,
+                agent_id=agent_id,
+                provider_id=provider_id,
+                input_tokens=input_tokens,
+                output_tokens=output_tokens,
+                cached_input_tokens=cached_input_tokens,
+                cache_write_input_tokens=cache_write_input_tokens,
+                duration_ms=duration_ms,
+                ttft_ms=ttft_ms,
+                timestamp_ms=timestamp_ms,
+            )
         )
-        payload = LlmRequestCompleted(
-            model=m,
-            provider=p,
-            provider_id=v.check_optional_id("provider_id", provider_id),
-            input_tokens=i,
-            output_tokens=o,
-            cached_input_tokens=c,
-            cache_write_input_tokens=w,
-            cost_nanos=cost,
-            pricing_status=status,
-            duration_ms=v.check_duration("duration_ms", duration_ms),
-            ttft_ms=v.check_duration("ttft_ms", ttft_ms),
-        )
-        return await self._submit(self._new_event(payload, agent_id, timestamp_ms))
 
     def _infer(self, model: str) -> str:
         """The provider of ``model`` by name, remembered in a bounded map."""
@@ -615,31 +608,22 @@ class EventStore:
         if self._pricing is None:
             self._closed_drop()
             return None
-        m, p, i, o, c, w, cost, status = self._usage(
-            model,
-            provider,
-            input_tokens,
-            output_tokens,
-            cached_input_tokens,
-            cache_write_input_tokens,
+        return await self._submit(
+            self._request_event(
+                model,
+                provider=provider,
+                agent_id=agent_id,
+                provider_id=provider_id,
+                input_tokens=input_tokens,
+                output_tokens=output_tokens,
+                cached_input_tokens=cached_input_tokens,
+                cache_write_input_tokens=cache_write_input_tokens,
+                duration_ms=duration_ms,
+                ttft_ms=ttft_ms,
+                error=(error_code, error_message, status_code),
+                timestamp_ms=timestamp_ms,
+            )
         )
-        payload = LlmRequestFailed(
-            model=m,
-            provider=p,
-            provider_id=v.check_optional_id("provider_id", provider_id),
-            input_tokens=i,
-            output_tokens=o,
-            cached_input_tokens=c,
-            cache_write_input_tokens=w,
-            cost_nanos=cost,
-            pricing_status=status,
-            duration_ms=v.check_duration("duration_ms", duration_ms),
-            ttft_ms=v.check_duration("ttft_ms", ttft_ms),
-            error_code=v.check_id("error_code", error_code),
-            error_message=v.check_message(error_message),
-            status_code=v.check_status(status_code),
-        )
-        return await self._submit(self._new_event(payload, agent_id, timestamp_ms))
 
     async def record_budget_threshold(
         self,
