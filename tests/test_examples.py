@@ -4,19 +4,29 @@ from __future__ import annotations
 
 import os
 import re
+import signal
+import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import httpx2
 import pytest
 
-from tests.server.collector import start_collector
+from tests.server.collector import free_port, start_collector
 
 ROOT = Path(__file__).resolve().parent.parent
 README_BLOCKS = [
     block
     for block in re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), flags=re.S)
     if "app.mount(" not in block  # a one-liner for inside a router: shown, not runnable alone
+    and "app = Starlette(" not in block  # an ASGI app: served by uvicorn below
+]
+README_APPS = [
+    block
+    for block in re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), flags=re.S)
+    if "app = Starlette(" in block
 ]
 
 
@@ -60,3 +70,50 @@ def test_readme_python_blocks_run(tmp_path: Path, block: str) -> None:
             assert collector.terminate() == 0
     if collector is not None:
         assert "accepted=1" in out, out
+
+
+@pytest.mark.parametrize("block", README_APPS, ids=[f"app-{i}" for i in range(len(README_APPS))])
+def test_readme_router_app_serves_and_records(tmp_path: Path, block: str) -> None:
+    """The README's router example under a real uvicorn: one request, one event on disk."""
+    (tmp_path / "router.py").write_text(block)
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "router:app",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        answer = None
+        deadline = time.monotonic() + 30
+        with httpx2.Client(base_url=f"http://127.0.0.1:{port}", timeout=5.0) as client:
+            while answer is None:  # polling a subprocess for readiness: bounded
+                assert proc.poll() is None, proc.communicate()[0]
+                try:
+                    answer = client.post(
+                        "/v1/chat/completions",
+                        json={"model": "gpt-4o-mini", "messages": []},
+                        headers={"x-agent-id": "agent-7"},
+                    )
+                except httpx2.TransportError:
+                    assert time.monotonic() < deadline, "the router did not start"
+        assert answer.status_code == 200
+        event_id = answer.json()["id"]
+        assert event_id
+    finally:
+        proc.send_signal(signal.SIGTERM)  # the lifespan drains the store on shutdown
+        out = proc.communicate(timeout=30)[0]
+    # uvicorn shuts down gracefully, then re-raises the signal it caught.
+    assert proc.returncode in (0, -signal.SIGTERM), out
+    with sqlite3.connect(tmp_path / "router-analytics.db") as db:
+        rows = db.execute("SELECT event_id, model, agent_id FROM events").fetchall()
+    assert rows == [(event_id, "gpt-4o-mini", "agent-7")]
