@@ -60,3 +60,24 @@ def test_readme_python_blocks_run(tmp_path: Path, block: str) -> None:
             assert collector.terminate() == 0
     if collector is not None:
         assert "accepted=1" in out, out
+
+
+def test_otel_example_exports_through_the_global_providers(tmp_path: Path) -> None:
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "otel_export.py"), str(tmp_path / "a.db")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    assert out.splitlines()[0] == "exported=3 dropped=0"
+    for name in (
+        "gen_ai.client.token.usage",
+        "gen_ai.client.operation.duration",
+        "gen_ai.client.operation.time_to_first_chunk",
+        "llmtally.cost",
+        "chat gpt-4o-mini",  # spans, printed at exit by the BatchSpanProcessor
+        "chat claude-sonnet-4-5",
+    ):
+        assert f'"name": "{name}"' in out, name
+    assert '"error.type": "rate_limited"' in out
