@@ -220,6 +220,9 @@ class GenAiSpan:
         self.error_message = error_message
 
 
+_MAX_ERRORS_CACHED: Final = 64  # error types whose attribute mapping is kept, per key
+
+
 class _Attributes:
     """The attribute mappings of one (provider, model, endpoint)."""
 
@@ -239,9 +242,6 @@ class _Attributes:
             if len(self.errors) < _MAX_ERRORS_CACHED:
                 self.errors[error_type] = attrs
         return attrs
-
-
-_MAX_ERRORS_CACHED: Final = 64
 
 
 class GenAiMapper:

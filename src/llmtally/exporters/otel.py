@@ -18,7 +18,7 @@ span from the event loop.
 What is recorded, and why cost is an integer counter in nano-dollars, is told in
 ``llmtally.exporters.genai`` (pure, no OpenTelemetry import). Histograms are created with
 the conventions' bucket boundaries as ``explicit_bucket_boundaries_advisory`` (OpenTelemetry
-API ≥ 1.23), so no View is needed; a View of the user's still wins.
+API and SDK ≥ 1.30), so no View is needed; a View of the user's still wins.
 
 The actor subscribes to ``store.subscribe()`` with its own bounded buffer (``capacity``,
 default: the store's ingest capacity, so a burst the store accepted fits). It never slows
@@ -77,7 +77,7 @@ DROPPED_EVENTS: Final = "llmtally.exporter.dropped_events"
 
 _SCOPE: Final = "llmtally"
 _ROOT: Final = Context()  # spans start a trace of their own, whatever is current
-_CHECKPOINT_EVERY: Final = 256  # events exported between two yields to the event loop
+_CHECKPOINT_EVERY: Final = 64  # events exported between two yields to the event loop
 _LOG_INTERVAL_S: Final = 60.0
 
 
