@@ -117,3 +117,24 @@ def test_readme_router_app_serves_and_records(tmp_path: Path, block: str) -> Non
     with sqlite3.connect(tmp_path / "router-analytics.db") as db:
         rows = db.execute("SELECT event_id, model, agent_id FROM events").fetchall()
     assert rows == [(event_id, "gpt-4o-mini", "agent-7")]
+
+
+def test_otel_example_exports_through_the_global_providers(tmp_path: Path) -> None:
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "otel_export.py"), str(tmp_path / "a.db")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    assert out.splitlines()[0] == "exported=3 dropped=0"
+    for name in (
+        "gen_ai.client.token.usage",
+        "gen_ai.client.operation.duration",
+        "gen_ai.client.operation.time_to_first_chunk",
+        "llmtally.cost",
+        "chat gpt-4o-mini",  # spans, printed at exit by the BatchSpanProcessor
+        "chat claude-sonnet-4-5",
+    ):
+        assert f'"name": "{name}"' in out, name
+    assert '"error.type": "rate_limited"' in out

@@ -417,9 +417,21 @@ async def test_a_slow_subscriber_loses_events_and_never_blocks(db_path: Path) ->
                 await store.record_llm_completed("gpt-4o", input_tokens=i)
             await store.flush()
             assert store.stats().total_requests == 100
-            assert slow.dropped == 95
+            assert (slow.delivered, slow.dropped) == (5, 95)
             first = [await slow.events.receive() for _ in range(5)]
             assert [e.payload.input_tokens for e in first] == [0, 1, 2, 3, 4]  # type: ignore[union-attr]
+
+
+async def test_a_closed_subscription_ends_after_its_buffered_events(db_path: Path) -> None:
+    async with EventStore(db_path) as store, store.subscribe() as sub:
+        await store.record_llm_completed("gpt-4o", input_tokens=1)
+        await store.flush()
+        sub.close()
+        await store.record_llm_completed("gpt-4o", input_tokens=2)  # not seen
+        await store.flush()
+        got = [ev.payload.input_tokens async for ev in sub]  # type: ignore[union-attr]
+        assert got == [1]
+        assert (sub.delivered, sub.dropped) == (1, 0)
 
 
 async def test_subscription_ends_when_the_store_closes(db_path: Path) -> None:

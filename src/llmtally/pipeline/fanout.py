@@ -19,9 +19,10 @@ __all__ = ["Fanout", "Subscription"]
 
 
 class Subscription:
-    """One subscriber: its receive stream and how many events it lost to a full buffer."""
+    """One subscriber: its receive stream, how many events were put in its buffer
+    (``delivered``) and how many it lost to a full buffer (``dropped``)."""
 
-    __slots__ = ("_tx", "dropped", "events")
+    __slots__ = ("_tx", "delivered", "dropped", "events")
 
     def __init__(
         self,
@@ -30,6 +31,7 @@ class Subscription:
     ) -> None:
         self._tx = tx
         self.events = rx
+        self.delivered = 0
         self.dropped = 0
 
     def __aiter__(self) -> Subscription:
@@ -40,6 +42,10 @@ class Subscription:
             return await self.events.receive()
         except anyio.EndOfStream:
             raise StopAsyncIteration from None
+
+    def close(self) -> None:
+        """Take no more events; iteration ends once the buffered ones are received."""
+        self._tx.close()
 
 
 class Fanout:
@@ -69,6 +75,8 @@ class Fanout:
                     except anyio.WouldBlock:
                         sub.dropped += 1
                         self.dropped += 1
+                    else:
+                        sub.delivered += 1
             except (anyio.BrokenResourceError, anyio.ClosedResourceError):
                 self._subs.discard(sub)
 
