@@ -7,7 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from llmtally import EventStore
+from llmtally.cli import main
 
 
 def _llmtally(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -48,3 +51,17 @@ def test_usage_errors_exit_2_without_a_traceback(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert _llmtally("--help", cwd=tmp_path).returncode == 0
+
+
+def test_demo_usage_and_folder_errors_are_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(["demo", "--requests", "0"]) == 2
+    assert "must be at least 1" in capsys.readouterr().err
+    assert main(["demo", "--duration", "-3"]) == 2
+    assert "between 0 and 86400" in capsys.readouterr().err
+    (tmp_path / "a-file").write_text("not a folder")
+    assert main(["demo", "--requests", "5", "--dir", "a-file"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("llmtally: error: demo: cannot use --dir a-file") and err.count("\n") == 1

@@ -75,7 +75,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--duration",
         type=_seconds,
         default=None,
-        help="stop sending after this many seconds, even if --requests are not all sent "
+        help="stop sending after this many seconds, even if not all --requests are sent "
         "(default: no time limit)",
     )
     parser.add_argument("--seed", type=int, default=7, help="random seed of the workload")
@@ -91,7 +91,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="folder for the databases, logs and summary.json",
     )
     parser.add_argument(
-        "--port", type=_port, default=0, help="the collector's port (0: a free one)"
+        "--port", type=_port, default=0, help="the collector's port (default: 0, a free one)"
     )
 
 
