@@ -1,4 +1,4 @@
-"""The ``llmtally`` command: ``serve`` (the collector) and ``demo``.
+"""The ``llmtally`` command: ``serve`` (the collector), ``demo``, ``stats``, ``export``.
 
 ``main(argv)`` returns the exit code: 0 on success, 2 for bad usage or configuration
 (including a collector with no API tokens), 1 for a failure at run time. Errors are one
@@ -27,7 +27,14 @@ class _Command(NamedTuple):
 
 
 class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Defaults in every option's help, descriptions kept as written."""
+    """Defaults in every option's help, descriptions kept as written. A help text that
+    states its default itself, and flags (off by default), get no ``(default: ...)``."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if "(default" in text or action.default in (None, False):
+            return text
+        return super()._get_help_string(action)
 
 
 def _positive_int(text: str) -> int:
@@ -159,14 +166,35 @@ def _run_stats(args: argparse.Namespace) -> int:
     return stats_command.run(args)
 
 
+# --- export -----------------------------------------------------------------------------
+
+
+def _add_export_arguments(p: argparse.ArgumentParser) -> None:
+    from . import export_command
+
+    export_command.add_arguments(p)
+
+
+def _run_export(args: argparse.Namespace) -> int:
+    from . import export_command
+
+    return export_command.run(args)
+
+
 def _commands() -> tuple[_Command, ...]:
     return (
         _Command("serve", "run the collector server", _add_serve_arguments, _run_serve),
         _Command(
-            "demo", "record a simulated workload and show the stats", _add_demo_arguments, _run_demo
+            "demo",
+            "run a complete system with a realistic workload",
+            _add_demo_arguments,
+            _run_demo,
         ),
         _Command(
             "stats", "print the statistics of a store's database", _add_stats_arguments, _run_stats
+        ),
+        _Command(
+            "export", "export events as CSV, JSON or JSON Lines", _add_export_arguments, _run_export
         ),
     )
 

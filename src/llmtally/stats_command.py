@@ -28,7 +28,7 @@ async def _main(db: Path, as_json: bool) -> int:
     if as_json:
         sys.stdout.write(msgspec.json.format(msgspec.json.encode(stats)).decode() + "\n")
     else:
-        from .demo import render
+        from .tables import render
 
         render(stats, db=db)
     return 0

@@ -17,10 +17,10 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response, Strea
 from starlette.routing import Route
 
 from llmtally import AnalyticsEvent, EventStore, LlmRequestCompleted, LlmRequestFailed
+from llmtally.demo.fake_upstream import OPENAI_MODEL, FakeUpstream
 from llmtally.integrations.asgi import LlmTallyMiddleware, RequestRecord, api_key_id
 from llmtally.integrations.httpx import LlmTallyTransport
 
-from .fake_upstream import OPENAI_MODEL, FakeUpstream
 from .serving import Records, serve
 
 SECRET = "test-secret-0123456789abcdef"

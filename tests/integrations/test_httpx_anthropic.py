@@ -10,9 +10,8 @@ import httpx2
 import pytest
 
 from llmtally import AnalyticsEvent, EventStore, LlmRequestCompleted, LlmRequestFailed
+from llmtally.demo.fake_upstream import ANTHROPIC_MODEL, ANTHROPIC_USAGE, TEXT, FakeUpstream
 from llmtally.integrations.httpx import LlmTallyTransport
-
-from .fake_upstream import ANTHROPIC_MODEL, ANTHROPIC_USAGE, TEXT, FakeUpstream
 
 MESSAGES = [{"role": "user", "content": "Say hello. SECRET-PROMPT-TEXT"}]
 # llmtally's input is the total: uncached 7 + cache reads 200 + cache writes 100.

@@ -10,9 +10,7 @@ import openai
 import pytest
 
 from llmtally import AnalyticsEvent, EventStore, LlmRequestCompleted, LlmRequestFailed
-from llmtally.integrations.httpx import LlmTallyTransport
-
-from .fake_upstream import (
+from llmtally.demo.fake_upstream import (
     CHAT_USAGE,
     EMBEDDING_MODEL,
     INSTRUCT_MODEL,
@@ -21,6 +19,7 @@ from .fake_upstream import (
     TEXT,
     FakeUpstream,
 )
+from llmtally.integrations.httpx import LlmTallyTransport
 
 MESSAGES = [
     {"role": "system", "content": "You are terse."},

@@ -10,10 +10,9 @@ import msgspec
 import pytest
 
 from llmtally import AnalyticsEvent, EventStore, LlmRequestCompleted, LlmRequestFailed
+from llmtally.demo.fake_upstream import ANTHROPIC_MODEL, OPENAI_MODEL, FakeUpstream
 from llmtally.integrations import _watch
 from llmtally.integrations.httpx import LlmTallyTransport, attribution
-
-from .fake_upstream import ANTHROPIC_MODEL, OPENAI_MODEL, FakeUpstream
 
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
 CHAT_STREAM = {**CHAT, "stream": True, "stream_options": {"include_usage": True}}

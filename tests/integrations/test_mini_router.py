@@ -13,9 +13,8 @@ import pytest
 from anyio.abc import ByteReceiveStream
 
 from llmtally import EventStore, LlmRequestCompleted, LlmRequestFailed
+from llmtally.demo.fake_upstream import OPENAI_MODEL, TEXT, FakeUpstream
 from llmtally.integrations.asgi import api_key_id
-
-from .fake_upstream import OPENAI_MODEL, TEXT, FakeUpstream
 
 ROUTER = Path(__file__).resolve().parents[2] / "examples" / "mini_router.py"
 SECRET = "router-test-secret-0123456789"

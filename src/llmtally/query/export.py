@@ -110,8 +110,12 @@ def export(
     format: str = "json",
     *,
     page_size: int = 1_000,
+    model: str | None = None,
+    provider: str | None = None,
+    agent_id: str | None = None,
 ) -> AsyncIterator[bytes]:
-    """The events of ``[start_ms, end_ms)``, oldest first, encoded as ``format``:
+    """The events of ``[start_ms, end_ms)`` (only those of ``model``, ``provider``,
+    ``agent_id`` where given), oldest first, encoded as ``format``:
 
     - ``csv``: a header line (``CSV_COLUMNS``), then one line per event;
     - ``json``: one JSON array of ``EventRecord`` objects;
@@ -125,7 +129,10 @@ def export(
         raise QueryError("format", f"must be one of {', '.join(FORMATS)}")
     if page_size < 1:
         raise ValueError("page_size must be at least 1")
-    return _export(storage, EventFilter(start_ms=start_ms, end_ms=end_ms), format, page_size)
+    flt = EventFilter(
+        start_ms=start_ms, end_ms=end_ms, model=model, provider=provider, agent_id=agent_id
+    )
+    return _export(storage, flt, format, page_size)
 
 
 async def _export(

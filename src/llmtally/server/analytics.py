@@ -210,10 +210,19 @@ def routes(ctx: ServerContext) -> list[BaseRoute]:
         return json_response(result)
 
     async def get_export(request: Request, s: QueryStorage) -> Response:
-        """Every event of the range as a streamed CSV, JSON or JSON Lines download."""
+        """Every event of the range (optionally of one ``model``, ``provider``,
+        ``agent_id``) as a streamed CSV, JSON or JSON Lines download."""
         start_ms, end_ms = _range_ms(request, DEFAULT_EXPORT_RANGE_S)
         fmt = request.query_params.get("format") or "json"
-        chunks = export(s, start_ms, end_ms, fmt)  # checks the format now: 400 before 200
+        chunks = export(  # checks the arguments now: 400 before 200
+            s,
+            start_ms,
+            end_ms,
+            fmt,
+            model=_text(request, "model"),
+            provider=_text(request, "provider"),
+            agent_id=_text(request, "agent_id"),
+        )
         return StreamingResponse(
             _logged(chunks),
             media_type=_MEDIA_TYPES[fmt],

@@ -132,6 +132,9 @@ OPERATIONS: Final[dict[tuple[str, str], Operation]] = {
                 {"enum": list(FORMATS), "default": "json"},
                 "csv, json (an array) or jsonl.",
             ),
+            _query("model", _TEXT, "Only this model."),
+            _query("provider", _TEXT, "Only this provider."),
+            _query("agent_id", _TEXT, "Only this agent."),
         ],
     ),
     ("/analytics/clear", "post"): Operation(

@@ -1,0 +1,193 @@
+"""``llmtally demo`` as a user runs it: real processes on loopback, then the numbers.
+
+Each run carries a marker in its environment; afterwards no process on the machine may
+still carry it (no orphaned child, whatever ended the demo).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx2
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+def _demo_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "llmtally", "demo", *args]
+
+
+def _env(marker: str) -> dict[str, str]:
+    return {**os.environ, "LLMTALLY_DEMO_TEST_MARKER": marker, "COLUMNS": "160"}
+
+
+def _processes_with(marker: str) -> list[int]:
+    found = []
+    needle = f"LLMTALLY_DEMO_TEST_MARKER={marker}".encode()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if needle in (entry / "environ").read_bytes():
+                    found.append(int(entry.name))
+            except OSError:
+                continue  # gone, or not ours to read
+    return found
+
+
+def _wait_gone(marker: str, deadline_s: float = 10.0) -> list[int]:
+    """Children stopped by the demo may take a moment to be reaped by init."""
+    deadline = time.monotonic() + deadline_s
+    while (left := _processes_with(marker)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return left
+
+
+def _summary(folder: Path) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((folder / "summary.json").read_text())
+    return data
+
+
+def test_a_short_run_is_consistent_end_to_end(tmp_path: Path) -> None:
+    marker = uuid.uuid4().hex
+    folder = tmp_path / "demo"
+    run = subprocess.run(
+        _demo_command("--requests", "300", "--concurrency", "16", "--dir", str(folder)),
+        env=_env(marker),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stderr
+    assert "Traceback" not in run.stderr
+    s = _summary(folder)
+    stats, sync, clients = s["stats"], s["sync"], s["clients"]
+
+    # every call sent was answered, recorded once, and is held once by the collector
+    assert clients["sent"] == 300 and not clients["errors"]
+    assert sum(clients["statuses"].values()) == 300
+    assert stats["total_requests"] == 300 == sync["collector_events"]
+    assert sync["accepted"] == 300
+    assert sync["dropped"] == sync["rejected"] == sync["unsynced"] == sync["ingest_dropped"] == 0
+    assert s["consistent"] is True
+    conn = sqlite3.connect(folder / "collector.db")
+    try:
+        rows, distinct = conn.execute(
+            "SELECT count(*), count(DISTINCT event_id) FROM events"
+        ).fetchone()
+    finally:
+        conn.close()
+    assert rows == distinct == 300
+
+    # the workload's shape shows in the numbers
+    assert {"openai", "anthropic"} <= set(stats["by_provider"])
+    assert set(stats["by_agent"]) == {"support-bot", "research-agent"}
+    assert len(stats["by_model"]) >= 5
+    assert stats["total_cached_input_tokens"] > 0
+    assert 0 < stats["failed_requests"] == s["total_errors"]
+    assert len({p["error_type"] for p in s["error_patterns"]}) >= 3
+    failed_answers = sum(n for code, n in clients["statuses"].items() if code != "200")
+    assert failed_answers <= stats["failed_requests"]  # broken streams answer 200
+    assert stats["unpriced_requests"] > 0  # the in-house model has no price
+    budgets = {b["scope_value"]: b for b in s["budgets"]}
+    assert budgets["support-bot"]["thresholds_reached"] == [50, 80]
+    assert budgets["research-agent"]["thresholds_reached"] == []
+    assert s["slo"]["requests"] == 300
+
+    # the terminal summary says the same
+    out = run.stdout
+    assert "300 requests" in out and "By model" in out and "Top error patterns" in out
+    assert "held by the collector" in out and s["read_token"] in out
+    assert not _wait_gone(marker)
+
+
+def test_keep_serving_serves_the_collector_until_ctrl_c(tmp_path: Path) -> None:
+    marker = uuid.uuid4().hex
+    folder = tmp_path / "demo"
+    proc = subprocess.Popen(
+        _demo_command("--requests", "60", "--keep-serving", "--dir", str(folder)),
+        env=_env(marker),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not (folder / "summary.json").exists():  # polling another process: bounded
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "no summary within 60 s"
+            time.sleep(0.05)
+        s = _summary(folder)
+        stats = httpx2.get(
+            s["dashboard_url"] + "analytics/stats",
+            headers={"authorization": f"Bearer {s['read_token']}"},
+        )
+        assert stats.status_code == 200 and stats.json()["total_events"] == 60
+        assert httpx2.get(s["dashboard_url"] + "analytics/stats").status_code == 401
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err
+    assert "Ctrl-C to stop" in out
+    assert not _wait_gone(marker)
+
+
+def test_ctrl_c_during_the_run_stops_early_and_cleanly(tmp_path: Path) -> None:
+    marker = uuid.uuid4().hex
+    folder = tmp_path / "demo"
+    proc = subprocess.Popen(
+        _demo_command("--requests", "100000", "--dir", str(folder)),
+        env=_env(marker),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not _router_has_events(folder / "router.db"):  # polling: bounded
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "no events within 60 s"
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    s = _summary(folder)
+    assert s["clients"]["stopped_early"] is True
+    assert 0 < s["clients"]["sent"] < 100_000
+    assert s["consistent"] is True  # what was sent was recorded and synced
+    assert "stopped early" in out
+    assert not _wait_gone(marker)
+
+
+def _router_has_events(db: Path) -> bool:
+    if not db.exists():
+        return False
+    try:
+        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1)
+        try:
+            (n,) = conn.execute(
+                "SELECT count(*) FROM events WHERE event_type = 'llm_request_completed'"
+            ).fetchone()
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return False
+    return int(n) > 0
