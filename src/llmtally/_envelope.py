@@ -45,6 +45,7 @@ __all__ = [
     "check_severity",
     "check_tags",
     "is_ref",
+    "is_tag_key",
 ]
 
 SCHEMA_VERSION: Final = "1.0.0"
@@ -60,18 +61,31 @@ MAX_TAGS: Final = 16
 MAX_TAG_KEY_LENGTH: Final = 64
 MAX_TAG_VALUE_LENGTH: Final = 256
 
-# Anchored with ^…$ for msgspec (which searches), used with fullmatch here.
-SCHEMA_VERSION_PATTERN: Final = r"^1\.(0|[1-9][0-9]{0,8})\.(0|[1-9][0-9]{0,8})$"
-REF_PATTERN: Final = rf"^[A-Za-z0-9._:/+=@-]{{1,{MAX_REF_LENGTH}}}$"
-ENVIRONMENT_PATTERN: Final = rf"^[A-Za-z0-9._/-]{{1,{MAX_ENVIRONMENT_LENGTH}}}$"
-TAG_KEY_PATTERN: Final = rf"^[A-Za-z0-9_][A-Za-z0-9_./-]{{0,{MAX_TAG_KEY_LENGTH - 1}}}$"
-TAG_VALUE_PATTERN: Final = r"^[^\x00-\x1f\x7f]*$"
 
-_schema_version_ok: Final = re.compile(SCHEMA_VERSION_PATTERN.strip("^$")).fullmatch
-is_ref: Final = re.compile(REF_PATTERN.strip("^$")).fullmatch
+def _anchored(body: str) -> str:
+    # For msgspec (which searches) and JSON Schema: ``$`` alone also matches before a
+    # final newline in Python, so the lookahead refuses one.
+    return "^" + body + r"(?!\n)$"
+
+
+_SCHEMA_VERSION_BODY: Final = r"1\.(0|[1-9][0-9]{0,8})\.(0|[1-9][0-9]{0,8})"
+_REF_BODY: Final = rf"[A-Za-z0-9._:/+=@-]{{1,{MAX_REF_LENGTH}}}"
+_ENVIRONMENT_BODY: Final = rf"[A-Za-z0-9._/-]{{1,{MAX_ENVIRONMENT_LENGTH}}}"
+_TAG_KEY_BODY: Final = rf"[A-Za-z0-9_][A-Za-z0-9_./-]{{0,{MAX_TAG_KEY_LENGTH - 1}}}"
+_TAG_VALUE_BODY: Final = r"[^\x00-\x1f\x7f]*"
+
+SCHEMA_VERSION_PATTERN: Final = _anchored(_SCHEMA_VERSION_BODY)
+REF_PATTERN: Final = _anchored(_REF_BODY)
+ENVIRONMENT_PATTERN: Final = _anchored(_ENVIRONMENT_BODY)
+TAG_KEY_PATTERN: Final = _anchored(_TAG_KEY_BODY)
+TAG_VALUE_PATTERN: Final = _anchored(_TAG_VALUE_BODY)
+
+_schema_version_ok: Final = re.compile(_SCHEMA_VERSION_BODY).fullmatch
+is_ref: Final = re.compile(_REF_BODY).fullmatch
 """``is_ref(s)`` is truthy when ``s`` is a valid correlation id / parent event id."""
-_environment_ok: Final = re.compile(ENVIRONMENT_PATTERN.strip("^$")).fullmatch
-_tag_key_ok: Final = re.compile(TAG_KEY_PATTERN.strip("^$")).fullmatch
+_environment_ok: Final = re.compile(_ENVIRONMENT_BODY).fullmatch
+is_tag_key: Final = re.compile(_TAG_KEY_BODY).fullmatch
+"""``is_tag_key(s)`` is truthy when ``s`` is a valid tag key."""
 _tag_value_bad: Final = re.compile(r"[\x00-\x1f\x7f]").search
 
 
@@ -130,7 +144,7 @@ def check_tags(value: object) -> dict[str, str] | None:
         raise ValidationError(f"{len(value)} tags; the limit is {MAX_TAGS}")
     tags: dict[str, str] = {}
     for key, item in value.items():
-        if type(key) is not str or not _tag_key_ok(key):
+        if type(key) is not str or not is_tag_key(key):
             raise ValidationError(
                 f"tag key {key!r} must be 1-{MAX_TAG_KEY_LENGTH} characters of letters, "
                 "digits and _ . / -, not starting with . / -"

@@ -9,18 +9,12 @@ from __future__ import annotations
 
 import base64
 import binascii
-import re
 from collections.abc import Iterable
 from typing import Final, get_args
 
 import msgspec
 
-from .._envelope import (
-    MAX_TAG_VALUE_LENGTH,
-    MAX_TAGS,
-    REF_PATTERN,
-    TAG_KEY_PATTERN,
-)
+from .._envelope import MAX_TAG_VALUE_LENGTH, MAX_TAGS, is_ref, is_tag_key
 from ..events import (
     AnalyticsEvent,
     EventType,
@@ -76,13 +70,11 @@ def check_range(start_ms: int, end_ms: int) -> None:
         raise QueryError("end", "must not be before start")
 
 
-_ref_ok: Final = re.compile(REF_PATTERN.strip("^$")).fullmatch
-_tag_key_ok: Final = re.compile(TAG_KEY_PATTERN.strip("^$")).fullmatch
 
 
 def check_correlation_id(value: str | None) -> str | None:
     """Raises ``QueryError("correlation_id")`` unless ``value`` could be one (or ``None``)."""
-    if value is None or _ref_ok(value):
+    if value is None or is_ref(value):
         return value
     raise QueryError("correlation_id", "must be 1-128 letters, digits or . _ : / + = @ -")
 
@@ -103,7 +95,7 @@ def check_tags(tags: Iterable[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
     if len(out) > MAX_TAGS:
         raise QueryError("tag", f"at most {MAX_TAGS} tag filters")
     for key, value in out:
-        if not _tag_key_ok(key):
+        if not is_tag_key(key):
             raise QueryError("tag", f"key {key[:70]!r} is not a valid tag key")
         if len(value) > MAX_TAG_VALUE_LENGTH:
             raise QueryError("tag", f"value of {key!r} exceeds {MAX_TAG_VALUE_LENGTH} characters")
