@@ -70,8 +70,6 @@ def check_range(start_ms: int, end_ms: int) -> None:
         raise QueryError("end", "must not be before start")
 
 
-
-
 def check_correlation_id(value: str | None) -> str | None:
     """Raises ``QueryError("correlation_id")`` unless ``value`` could be one (or ``None``)."""
     if value is None or is_ref(value):
