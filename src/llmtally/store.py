@@ -1146,6 +1146,18 @@ def _check_event(event: object) -> None:
             raise ValidationError("cache token parts exceed input_tokens")
         v.check_duration("duration_ms", p.duration_ms)
         v.check_duration("ttft_ms", p.ttft_ms)
+    if (  # the common case, one cheap test: the envelope at its defaults
+        event.schema_version is not _SCHEMA_VERSION
+        or event.correlation_id is not None
+        or event.parent_event_id is not None
+        or event.severity is not None
+        or event.environment is not None
+        or event.tags is not None
+    ):
+        _check_envelope(event)
+
+
+def _check_envelope(event: AnalyticsEvent) -> None:
     if event.schema_version is not _SCHEMA_VERSION:
         env.check_schema_version(event.schema_version)
     # Strict for a pre-built event: "" would reach storage and the wire as it is.
