@@ -171,8 +171,8 @@ class AnalyticsEvent(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     The envelope: ``schema_version`` (what wrote it; events stored before versioning read
     back as ``"1.0.0"``); ``correlation_id`` groups the events of one request across
     services and ``parent_event_id`` names the event (or span) this one follows from;
-    ``severity`` (``None``: the event type's default, see ``severity_of`` — the store's
-    builders and queries always carry a level); ``environment``
+    ``severity`` (``None``, the usual case: the event type's default — ``error`` for a
+    failure, see ``severity_of``; queries always show a level); ``environment``
     (``"production"``, ``"staging"``, …); ``tags``, a small ``str → str`` map. Limits in
     ``llmtally._envelope``; events stored before the envelope read back with none of them.
     """

@@ -50,7 +50,6 @@ from .events import (
     LlmRequestFailed,
     RouterStarted,
     RouterStopped,
-    default_severity,
     nanos_to_micros,
     request_payload,
 )
@@ -483,7 +482,7 @@ class EventStore:
             agent_id=v.check_optional_id("agent_id", agent_id),
             correlation_id=correlation_id,
             parent_event_id=parent_event_id,
-            severity=severity or default_severity(payload),
+            severity=severity,
             environment=self.environment,
             tags=tags,
         )
@@ -535,7 +534,7 @@ class EventStore:
 
         ``input_tokens`` is the total input, cache reads and writes included. The envelope:
         ``correlation_id``/``parent_event_id`` trace the request across services,
-        ``severity`` defaults to ``"info"``, ``tags`` is a small ``str → str`` map (limits
+        ``severity`` (``None``: ``"info"``), ``tags`` a small ``str → str`` map (limits
         in ``llmtally._envelope``). Returns the accepted event, or ``None`` when it was
         dropped (buffer full or store closed; counted). Raises ``ValidationError`` for
         invalid arguments (nothing recorded).
@@ -603,7 +602,6 @@ class EventStore:
                 ),
                 agent_id=agent_id,
                 correlation_id=correlation_id,
-                severity="info",
                 environment=self.environment,
             )
             return await self._submit(event)
@@ -659,7 +657,7 @@ class EventStore:
     ) -> AnalyticsEvent | None:
         """Record a failed upstream LLM call (tokens: what was consumed anyway).
 
-        ``error_message`` is truncated to 2,000 characters; ``severity`` defaults to
+        ``error_message`` is truncated to 2,000 characters; ``severity`` ``None`` means
         ``"error"`` (the envelope as in ``record_llm_completed``). Returns the accepted
         event or ``None`` when dropped; raises ``ValidationError`` for invalid arguments.
         """

@@ -321,4 +321,4 @@ async def test_correlation_from_the_scope_else_the_outgoing_headers() -> None:
         (None, None),
         (None, None),
     ]
-    assert {(e.severity, e.environment) for e in events} == {("info", "prod")}
+    assert {(e.severity, e.environment) for e in events} == {(None, "prod")}

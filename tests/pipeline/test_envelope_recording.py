@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 import msgspec
@@ -17,7 +18,7 @@ from llmtally import (
     ValidationError,
 )
 from llmtally._ids import new_event_id
-from llmtally.events import SCHEMA_VERSION
+from llmtally.events import SCHEMA_VERSION, severity_of
 
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 
@@ -33,14 +34,14 @@ async def test_defaults_on_the_fast_path_and_the_slow_path(db_path: Path) -> Non
             assert ev is not None
             assert ev.schema_version == SCHEMA_VERSION
             assert ev.correlation_id is ev.parent_event_id is ev.tags is ev.environment is None
-        assert [e.severity for e in (fast, slow, failed, started, budget)] == [  # type: ignore[union-attr]
-            "info",
-            "info",
-            "error",
-            "info",
-            "warning",
-        ]
+            assert ev.severity is None  # stored as NULL: the default of its type
+        levels = [severity_of(e) for e in (fast, slow, failed, started, budget)]  # type: ignore[arg-type]
+        assert levels == ["info", "info", "error", "info", "warning"]
         assert await store.snapshot_events() == [fast, slow, failed, started, budget]
+    db = sqlite3.connect(db_path)  # defaults cost nothing to store: NULLs
+    rows = db.execute("SELECT schema_version, severity, tags FROM events").fetchall()
+    db.close()
+    assert rows == [(None, None, None)] * 5
 
 
 async def test_the_envelope_is_recorded_and_read_back_from_sqlite(db_path: Path) -> None:
@@ -64,7 +65,7 @@ async def test_the_envelope_is_recorded_and_read_back_from_sqlite(db_path: Path)
             tags={"team": "search"},
         )
     assert fast is not None and full is not None and failed is not None
-    assert (fast.correlation_id, fast.severity, fast.environment) == (TRACE, "info", "staging")
+    assert (fast.correlation_id, fast.severity, fast.environment) == (TRACE, None, "staging")
     assert full.parent_event_id == fast.event_id
     assert (full.severity, full.tags) == ("debug", {"team": "search", "tier": "gold"})
     assert (failed.severity, failed.tags) == ("critical", {"team": "search"})
@@ -167,7 +168,7 @@ async def test_streams_and_reservations_carry_the_envelope() -> None:
     streamed = s.event
     assert streamed is not None and reserved is not None
     assert (streamed.correlation_id, streamed.parent_event_id) == (TRACE, "p-1")
-    assert (streamed.tags, streamed.severity, streamed.environment) == ({"k": "v"}, "info", "prod")
+    assert (streamed.tags, streamed.severity, streamed.environment) == ({"k": "v"}, None, "prod")
     assert (reserved.correlation_id, reserved.severity) == (TRACE, "warning")
 
 
@@ -177,7 +178,7 @@ async def test_a_budget_threshold_event_is_a_warning_in_the_store_environment() 
         events = await store.snapshot_events()
     crossings = [e for e in events if e.event_type == "budget_threshold_reached"]
     assert crossings
-    assert {(e.severity, e.environment) for e in crossings} == {("warning", "prod")}
+    assert {(severity_of(e), e.environment) for e in crossings} == {("warning", "prod")}
 
 
 async def test_the_recorded_tags_are_a_copy(db_path: Path) -> None:

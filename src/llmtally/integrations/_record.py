@@ -18,7 +18,7 @@ import httpx2
 from .._envelope import is_ref
 from .._ids import new_event_id
 from .._validation import MAX_DURATION_MS, MAX_ID_LENGTH
-from ..events import AnalyticsEvent, default_severity, request_payload
+from ..events import AnalyticsEvent, request_payload
 from ..providers import Provider, infer_provider
 from ._usage import Usage
 
@@ -167,8 +167,8 @@ def build_event(
     parent_event_id: str | None = None,
 ) -> AnalyticsEvent:
     """A completed event, or a failed one when ``error_code`` is given; cost from the
-    store's prices; a new ``event_id`` unless one is given; the store's environment and
-    the default severity. Values the validation would refuse are clamped or dropped."""
+    store's prices; a new ``event_id`` unless one is given; the store's environment.
+    Values the validation would refuse are clamped or dropped."""
     m = clean_id(model) or UNKNOWN_MODEL
     u = usage or _NO_USAGE
     i, o, c, w = (
@@ -211,6 +211,5 @@ def build_event(
         agent_id=clean_id(agent_id),
         correlation_id=correlation_id if correlation_id and is_ref(correlation_id) else None,
         parent_event_id=parent_event_id if parent_event_id and is_ref(parent_event_id) else None,
-        severity=default_severity(payload),
         environment=store.environment,
     )

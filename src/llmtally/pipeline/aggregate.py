@@ -71,13 +71,12 @@ IngestItem: TypeAlias = AnalyticsEvent | Barrier | TaggedEvent
 
 def crossing_event(crossing: ThresholdCrossing, environment: str | None = None) -> AnalyticsEvent:
     """The ``budget_threshold_reached`` event for a crossing (agent-scoped budgets carry
-    the agent id), a warning in ``environment``."""
+    the agent id), in ``environment`` (a warning: the default severity of its type)."""
     return AnalyticsEvent(
         event_id=new_event_id(crossing.at_ms),
         timestamp_ms=crossing.at_ms,
         payload=crossing.to_payload(),
         agent_id=crossing.scope_value if crossing.scope == "agent_id" else None,
-        severity="warning",
         environment=environment,
     )
 

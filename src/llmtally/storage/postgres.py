@@ -93,7 +93,7 @@ _EVENT_COLUMNS_DDL: Final = """
     extra BYTEA
 """
 _ENVELOPE_COLUMNS_DDL: Final = """
-    schema_version TEXT NOT NULL DEFAULT '1.0.0',
+    schema_version TEXT,
     correlation_id TEXT,
     parent_event_id TEXT,
     severity TEXT,
@@ -146,12 +146,12 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     );
     """,
     # 2: the envelope (``rows.ENVELOPE_COLUMNS``); rows stored before read back with the
-    # defaults. Constant defaults rewrite nothing; a collector still running the previous
-    # version keeps inserting (it names its columns). The partial index serves
-    # ``/analytics/correlate`` and costs nothing for events without a correlation.
+    # defaults (NULL is a default, see ``rows``). Nothing is rewritten; a collector still
+    # running the previous version keeps inserting (it names its columns). The partial
+    # index serves ``/analytics/correlate`` and costs nothing for events without one.
     """
     ALTER TABLE events
-        ADD COLUMN schema_version TEXT NOT NULL DEFAULT '1.0.0',
+        ADD COLUMN schema_version TEXT,
         ADD COLUMN correlation_id TEXT,
         ADD COLUMN parent_event_id TEXT,
         ADD COLUMN severity TEXT,

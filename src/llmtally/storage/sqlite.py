@@ -145,10 +145,10 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     ) WITHOUT ROWID;
     """,
     # 3: the envelope (``rows.ENVELOPE_COLUMNS``); rows stored before read back with the
-    # defaults. Adding columns with constant defaults rewrites nothing. The partial index
+    # defaults (NULL is a default, see ``rows``). Adding columns rewrites nothing. The partial index
     # serves ``/analytics/correlate`` and costs nothing for events without a correlation.
     """
-    ALTER TABLE events ADD COLUMN schema_version TEXT NOT NULL DEFAULT '1.0.0';
+    ALTER TABLE events ADD COLUMN schema_version TEXT;
     ALTER TABLE events ADD COLUMN correlation_id TEXT;
     ALTER TABLE events ADD COLUMN parent_event_id TEXT;
     ALTER TABLE events ADD COLUMN severity TEXT;
