@@ -67,9 +67,8 @@ def _plain_sqlite(path: Path, rows: list[tuple], batch: int = 1000) -> float:
     db = sqlite3.connect(path, isolation_level=None)
     db.execute("PRAGMA journal_mode = WAL")
     db.execute("PRAGMA synchronous = NORMAL")
-    for stmt in MIGRATIONS[0].split(";"):
-        if stmt.strip():
-            db.execute(stmt)
+    for migration in MIGRATIONS:
+        db.executescript(migration)
     sql = f"INSERT INTO events ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
     t0 = time.perf_counter()
     for i in range(0, len(rows), batch):

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Protocol, Self, runtime_checkable
 from ._exceptions import StoreClosedError
 from .analysis.budgets import Budget, Reservation, period_bounds
 from .analysis.stats import Aggregate
-from .events import AnalyticsEvent, LlmRequestCompleted, LlmRequestFailed
+from .events import AnalyticsEvent, LlmRequestCompleted, LlmRequestFailed, Severity
 from .pipeline.aggregate import TaggedEvent
 from .providers import Provider
 from .storage.base import Cursor, EventFilter, EventStorage, QueryStorage
@@ -133,6 +133,10 @@ class BudgetReservation:
         duration_ms: float | None = None,
         ttft_ms: float | None = None,
         endpoint: str | None = None,
+        correlation_id: str | None = None,
+        parent_event_id: str | None = None,
+        severity: Severity | None = None,
+        tags: dict[str, str] | None = None,
     ) -> AnalyticsEvent | None:
         """``EventStore.record_llm_completed`` that settles this reservation. Returns the
         event, or ``None`` if the store is closed. Raises ``ValidationError``."""
@@ -149,6 +153,10 @@ class BudgetReservation:
             duration_ms=duration_ms,
             ttft_ms=ttft_ms,
             endpoint=endpoint,
+            correlation_id=correlation_id,
+            parent_event_id=parent_event_id,
+            severity=severity,
+            tags=tags,
         )
         return await self._record(event)
 
@@ -169,6 +177,10 @@ class BudgetReservation:
         duration_ms: float | None = None,
         ttft_ms: float | None = None,
         endpoint: str | None = None,
+        correlation_id: str | None = None,
+        parent_event_id: str | None = None,
+        severity: Severity | None = None,
+        tags: dict[str, str] | None = None,
     ) -> AnalyticsEvent | None:
         """``EventStore.record_llm_failed`` that settles this reservation (with what the
         failed call consumed). Returns the event, or ``None`` if the store is closed."""
@@ -186,6 +198,10 @@ class BudgetReservation:
             ttft_ms=ttft_ms,
             endpoint=endpoint,
             error=(error_code, error_message, status_code),
+            correlation_id=correlation_id,
+            parent_event_id=parent_event_id,
+            severity=severity,
+            tags=tags,
         )
         return await self._record(event)
 

@@ -4,6 +4,10 @@ All events are frozen msgspec Structs. ``encode_event``/``decode_event`` give a 
 JSON round trip of the internal form; ``to_wire`` is the one function that produces the
 flat wire form the syncer posts to a collector, and ``from_wire`` its inverse.
 
+The envelope (every event): ``schema_version`` (``SCHEMA_VERSION``), ``correlation_id``
+and ``parent_event_id`` (tracing a request across services), ``severity``,
+``environment`` and ``tags``; limits in ``llmtally._envelope``.
+
 Money: ``cost_nanos`` is the exact cost in nano-dollars (1 USD = 1,000,000,000);
 ``cost_micros`` (1 USD = 1,000,000) is derived by rounding half up, and is what the wire
 and the API show.
@@ -15,7 +19,20 @@ from typing import Annotated, Final, Literal, TypeAlias
 
 import msgspec
 
+from ._envelope import (
+    ENVIRONMENT_PATTERN,
+    MAX_TAG_VALUE_LENGTH,
+    MAX_TAGS,
+    REF_PATTERN,
+    SCHEMA_VERSION,
+    SCHEMA_VERSION_PATTERN,
+    TAG_KEY_PATTERN,
+    TAG_VALUE_PATTERN,
+    Severity,
+)
+
 __all__ = [
+    "SCHEMA_VERSION",
     "SYNCED_EVENT_TYPES",
     "AnalyticsEvent",
     "BudgetThresholdReached",
@@ -28,16 +45,19 @@ __all__ = [
     "PricingStatus",
     "RouterStarted",
     "RouterStopped",
+    "Severity",
     "WireBatch",
     "WireEvent",
     "decode_event",
     "decode_events",
     "decode_wire_event",
+    "default_severity",
     "encode_event",
     "encode_events",
     "from_wire",
     "nanos_to_micros",
     "request_payload",
+    "severity_of",
     "to_wire",
 ]
 
@@ -143,10 +163,18 @@ EventPayload: TypeAlias = (
 
 
 class AnalyticsEvent(msgspec.Struct, frozen=True, kw_only=True, gc=False):
-    """One recorded event.
+    """One recorded event: the envelope and a payload.
 
     ``event_id`` is a UUIDv7 string fixed at record time and never regenerated, so a retried
     sync is deduplicated by the collector. ``timestamp_ms`` is unix milliseconds.
+
+    The envelope: ``schema_version`` (what wrote it; events stored before versioning read
+    back as ``"1.0.0"``); ``correlation_id`` groups the events of one request across
+    services and ``parent_event_id`` names the event (or span) this one follows from;
+    ``severity`` (``None``, the usual case: the event type's default — ``error`` for a
+    failure, see ``severity_of``; queries always show a level); ``environment``
+    (``"production"``, ``"staging"``, …); ``tags``, a small ``str → str`` map. Limits in
+    ``llmtally._envelope``; events stored before the envelope read back with none of them.
     """
 
     event_id: str
@@ -154,6 +182,12 @@ class AnalyticsEvent(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     payload: EventPayload
     agent_id: str | None = None
     synced: bool = False
+    schema_version: str = SCHEMA_VERSION
+    correlation_id: str | None = None
+    parent_event_id: str | None = None
+    severity: Severity | None = None
+    environment: str | None = None
+    tags: dict[str, str] | None = None
 
     @property
     def event_type(self) -> EventType:
@@ -184,6 +218,26 @@ _TYPE_OF: Final[dict[type, EventType]] = {
     RouterStarted: "router_started",
     RouterStopped: "router_stopped",
 }
+
+_DEFAULT_SEVERITY: Final[dict[type, Severity]] = {
+    LlmRequestCompleted: "info",
+    LlmRequestFailed: "error",
+    BudgetThresholdReached: "warning",
+    RouterStarted: "info",
+    RouterStopped: "info",
+}
+
+
+def default_severity(payload: EventPayload) -> Severity:
+    """The severity of an event that names none: ``error`` for a failed request,
+    ``warning`` for a budget threshold, ``info`` otherwise."""
+    return _DEFAULT_SEVERITY[type(payload)]
+
+
+def severity_of(event: AnalyticsEvent) -> Severity:
+    """The event's severity, or its type's default when it names none."""
+    return event.severity or _DEFAULT_SEVERITY[type(event.payload)]
+
 
 _encoder: Final = msgspec.json.Encoder()
 _event_decoder: Final = msgspec.json.Decoder(AnalyticsEvent)
@@ -220,6 +274,10 @@ _Count = Annotated[int, msgspec.Meta(ge=0, le=_MAX_COUNT)]
 _Name = Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
 _OptName = Annotated[str, msgspec.Meta(max_length=256)] | None
 _Millis = Annotated[float, msgspec.Meta(ge=0, le=1e10)] | None
+_Ref = Annotated[str, msgspec.Meta(pattern=REF_PATTERN)] | None
+_TagKey = Annotated[str, msgspec.Meta(pattern=TAG_KEY_PATTERN)]
+_TagValue = Annotated[str, msgspec.Meta(max_length=MAX_TAG_VALUE_LENGTH, pattern=TAG_VALUE_PATTERN)]
+_Tags = Annotated[dict[_TagKey, _TagValue], msgspec.Meta(max_length=MAX_TAGS)] | None
 
 
 class WireEvent(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
@@ -229,6 +287,11 @@ class WireEvent(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     Protocol 012 are optional: ``cost_nanos`` (exact cost; ``cost_micros`` is kept for
     compatibility), ``cache_write_input_tokens``, the streaming detail (``itl_mean_ms``,
     ``itl_p95_ms``, ``output_tokens_per_s``), ``usage_missing`` and ``endpoint``.
+
+    The envelope (schema ``1.x``): ``schema_version`` is always sent; ``correlation_id``,
+    ``parent_event_id``, ``severity`` (absent: the event type's default), ``environment``
+    and ``tags`` when set. A sender from before the envelope omits them all: its events
+    read as ``1.0.0``. A major version other than 1 is refused.
     """
 
     event_id: Annotated[str, msgspec.Meta(pattern=_UUID_PATTERN)]
@@ -255,6 +318,12 @@ class WireEvent(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     output_tokens_per_s: Annotated[float, msgspec.Meta(ge=0, le=1e9)] | None = None
     usage_missing: bool = False
     endpoint: _OptName = None
+    schema_version: Annotated[str, msgspec.Meta(pattern=SCHEMA_VERSION_PATTERN)] | None = None
+    correlation_id: _Ref = None
+    parent_event_id: _Ref = None
+    severity: Severity | None = None
+    environment: Annotated[str, msgspec.Meta(pattern=ENVIRONMENT_PATTERN)] | None = None
+    tags: _Tags = None
 
 
 class WireBatch(msgspec.Struct, frozen=True):
@@ -316,6 +385,12 @@ def to_wire(event: AnalyticsEvent) -> WireEvent:
         output_tokens_per_s=p.output_tokens_per_s,
         usage_missing=p.usage_missing,
         endpoint=p.endpoint,
+        schema_version=event.schema_version,
+        correlation_id=event.correlation_id,
+        parent_event_id=event.parent_event_id,
+        severity=event.severity,
+        environment=event.environment,
+        tags=event.tags or None,
     )
 
 
@@ -359,6 +434,12 @@ def from_wire(wire: WireEvent, *, synced: bool = True) -> AnalyticsEvent:
         payload=payload,
         agent_id=wire.agent_id,
         synced=synced,
+        schema_version=wire.schema_version or SCHEMA_VERSION,
+        correlation_id=wire.correlation_id,
+        parent_event_id=wire.parent_event_id,
+        severity=wire.severity,
+        environment=wire.environment,
+        tags=wire.tags,
     )
 
 

@@ -30,9 +30,10 @@ import anyio
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from . import _envelope as env
 from . import _validation as v
 from ._config import SyncConfig
-from ._exceptions import StoreClosedError, ValidationError
+from ._exceptions import ConfigurationError, StoreClosedError, ValidationError
 from ._ids import new_event_id
 from .analysis.budgets import Budget, BudgetStatus
 from .analysis.errors import ErrorPatternsSnapshot
@@ -82,6 +83,9 @@ logger = logging.getLogger("llmtally")
 _MAX_ID = v.MAX_ID_LENGTH
 _MAX_COUNT = v.MAX_COUNT
 _MAX_MS = v.MAX_DURATION_MS
+_is_ref = env.is_ref
+_SCHEMA_VERSION = env.SCHEMA_VERSION
+ENVIRONMENT_VARIABLE = "LLMTALLY_ENVIRONMENT"
 
 Overflow = Literal["drop_newest", "block"]
 
@@ -136,6 +140,9 @@ class EventStore:
         monotonic: monotonic clock in integer nanoseconds for ``track_stream``
             (default ``time.perf_counter_ns``; injectable for tests).
         max_error_patterns: bound of the error-pattern table (LRU beyond it).
+        environment: the ``environment`` of every event this store builds
+            (``"production"``, ``"staging"``, …); default: ``$LLMTALLY_ENVIRONMENT``,
+            else none. Pre-built events passed to ``record`` keep their own.
 
     Beside ``stats()`` the aggregator keeps ``error_patterns()``, ``slo_status()``,
     ``streaming_stats()`` and the budgets (``budget_status()``, ``check_budget()``,
@@ -168,7 +175,14 @@ class EventStore:
         budgets: Iterable[Budget] = (),
         monotonic: Callable[[], int] | None = None,
         max_error_patterns: int = 1_000,
+        environment: str | None = None,
     ) -> None:
+        if environment is None:
+            try:
+                environment = env.check_environment(os.environ.get(ENVIRONMENT_VARIABLE))
+            except ValidationError as exc:
+                raise ConfigurationError(f"${ENVIRONMENT_VARIABLE}: {exc}") from None
+        self.environment = env.check_environment(environment)
         if type(capacity) is not int or capacity < 1:
             raise ValidationError(f"capacity must be a positive int, got {capacity!r}")
         if overflow not in ("drop_newest", "block"):
@@ -270,7 +284,11 @@ class EventStore:
             )
             nudge = Nudge(self._batch_size)
             aggregator = functools.partial(
-                aggregate, trackers=self._trackers, on_emitted=self._on_emitted, nudge=nudge
+                aggregate,
+                trackers=self._trackers,
+                on_emitted=self._on_emitted,
+                nudge=nudge,
+                environment=self.environment,
             )
             await tg.start(aggregator, self._ingest_rx, persist_tx, self._aggregate, self._fanout)
             await tg.start(self._run_persister, persist_rx, totals, committed_tx, nudge)
@@ -439,8 +457,17 @@ class EventStore:
         return await self._submit(event)
 
     def _new_event(
-        self, payload: EventPayload, agent_id: object, timestamp_ms: object
+        self,
+        payload: EventPayload,
+        agent_id: object,
+        timestamp_ms: object,
+        correlation_id: str | None = None,
+        parent_event_id: str | None = None,
+        severity: env.Severity | None = None,
+        tags: dict[str, str] | None = None,
     ) -> AnalyticsEvent:
+        """The event of ``payload`` with the store's environment; the envelope arguments
+        are checked already (``severity=None``: the payload's default)."""
         now = self._clock()
         if timestamp_ms is None:
             ts = now
@@ -453,6 +480,11 @@ class EventStore:
             timestamp_ms=ts,
             payload=payload,
             agent_id=v.check_optional_id("agent_id", agent_id),
+            correlation_id=correlation_id,
+            parent_event_id=parent_event_id,
+            severity=severity,
+            environment=self.environment,
+            tags=tags,
         )
 
     def _usage(
@@ -493,12 +525,19 @@ class EventStore:
         duration_ms: float | None = None,
         ttft_ms: float | None = None,
         timestamp_ms: int | None = None,
+        correlation_id: str | None = None,
+        parent_event_id: str | None = None,
+        severity: env.Severity | None = None,
+        tags: dict[str, str] | None = None,
     ) -> AnalyticsEvent | None:
         """Record a successful upstream LLM call; cost and provider are filled in.
 
-        ``input_tokens`` is the total input, cache reads and writes included. Returns the
-        accepted event, or ``None`` when it was dropped (buffer full or store closed;
-        counted). Raises ``ValidationError`` for invalid arguments (nothing recorded).
+        ``input_tokens`` is the total input, cache reads and writes included. The envelope:
+        ``correlation_id``/``parent_event_id`` trace the request across services,
+        ``severity`` (``None``: ``"info"``), ``tags`` a small ``str → str`` map (limits
+        in ``llmtally._envelope``). Returns the accepted event, or ``None`` when it was
+        dropped (buffer full or store closed; counted). Raises ``ValidationError`` for
+        invalid arguments (nothing recorded).
         """
         pricing = self._pricing
         if pricing is None:
@@ -528,6 +567,12 @@ class EventStore:
                 or (type(provider_id) is str and 0 < len(provider_id) <= _MAX_ID)
             )
             and timestamp_ms is None
+            and (
+                correlation_id is None or (type(correlation_id) is str and _is_ref(correlation_id))
+            )
+            and parent_event_id is None
+            and severity is None
+            and tags is None
         ):
             if provider is None:
                 p = self._provider_of.get(model)
@@ -556,6 +601,8 @@ class EventStore:
                     ttft_ms=ttft_ms,
                 ),
                 agent_id=agent_id,
+                correlation_id=correlation_id,
+                environment=self.environment,
             )
             return await self._submit(event)
         return await self._submit(
@@ -571,6 +618,10 @@ class EventStore:
                 duration_ms=duration_ms,
                 ttft_ms=ttft_ms,
                 timestamp_ms=timestamp_ms,
+                correlation_id=correlation_id,
+                parent_event_id=parent_event_id,
+                severity=severity,
+                tags=tags,
             )
         )
 
@@ -599,11 +650,16 @@ class EventStore:
         duration_ms: float | None = None,
         ttft_ms: float | None = None,
         timestamp_ms: int | None = None,
+        correlation_id: str | None = None,
+        parent_event_id: str | None = None,
+        severity: env.Severity | None = None,
+        tags: dict[str, str] | None = None,
     ) -> AnalyticsEvent | None:
         """Record a failed upstream LLM call (tokens: what was consumed anyway).
 
-        ``error_message`` is truncated to 2,000 characters. Returns the accepted event or
-        ``None`` when dropped; raises ``ValidationError`` for invalid arguments.
+        ``error_message`` is truncated to 2,000 characters; ``severity`` ``None`` means
+        ``"error"`` (the envelope as in ``record_llm_completed``). Returns the accepted
+        event or ``None`` when dropped; raises ``ValidationError`` for invalid arguments.
         """
         if self._pricing is None:
             self._closed_drop()
@@ -622,6 +678,10 @@ class EventStore:
                 ttft_ms=ttft_ms,
                 error=(error_code, error_message, status_code),
                 timestamp_ms=timestamp_ms,
+                correlation_id=correlation_id,
+                parent_event_id=parent_event_id,
+                severity=severity,
+                tags=tags,
             )
         )
 
@@ -690,6 +750,9 @@ class EventStore:
         provider_id: str | None = None,
         provider: Provider | str | None = None,
         endpoint: str | None = None,
+        correlation_id: str | None = None,
+        parent_event_id: str | None = None,
+        tags: dict[str, str] | None = None,
     ) -> StreamTracker:
         """Measure one streamed LLM call and record it when the block ends::
 
@@ -706,7 +769,8 @@ class EventStore:
         the status code of an HTTP error) and propagates. The record of a cancelled or
         failed block is shielded from the cancellation, for at most
         ``streams.RECORD_TIMEOUT_S``. ``streaming_stats()`` shows the stream as active
-        while the block runs.
+        while the block runs. ``correlation_id``, ``parent_event_id`` and ``tags`` go on
+        the record (see ``record_llm_completed``).
 
         Raises ``ValidationError`` for invalid arguments (before the block runs) and
         ``StoreClosedError`` before the store is opened.
@@ -722,6 +786,9 @@ class EventStore:
             provider_id=v.check_optional_id("provider_id", provider_id),
             endpoint=v.check_optional_id("endpoint", endpoint),
             monotonic=self._monotonic,
+            correlation_id=env.check_ref("correlation_id", correlation_id),
+            parent_event_id=env.check_ref("parent_event_id", parent_event_id),
+            tags=env.check_tags(tags),
         )
 
     def _request_event(
@@ -744,6 +811,10 @@ class EventStore:
         usage_missing: bool = False,
         endpoint: str | None = None,
         timestamp_ms: int | None = None,
+        correlation_id: str | None = None,
+        parent_event_id: str | None = None,
+        severity: env.Severity | None = None,
+        tags: dict[str, str] | None = None,
     ) -> AnalyticsEvent:
         """A validated request event with its cost (``error``: code, message, status →
         failed). For ``track_stream`` and reservations; raises ``ValidationError``."""
@@ -792,7 +863,15 @@ class EventStore:
             usage_missing=bool(usage_missing),
             endpoint=ep,
         )
-        return self._new_event(payload, agent_id, timestamp_ms)
+        return self._new_event(
+            payload,
+            agent_id,
+            timestamp_ms,
+            env.check_ref("correlation_id", correlation_id),
+            env.check_ref("parent_event_id", parent_event_id),
+            env.check_severity(severity),
+            env.check_tags(tags),
+        )
 
     async def _submit_tagged(self, item: TaggedEvent, *, wait: bool) -> AnalyticsEvent | None:
         """``_submit`` for a tagged event. ``wait=True`` waits for room whatever the
@@ -1065,3 +1144,28 @@ def _check_event(event: object) -> None:
             raise ValidationError("cache token parts exceed input_tokens")
         v.check_duration("duration_ms", p.duration_ms)
         v.check_duration("ttft_ms", p.ttft_ms)
+    if (  # the common case, one cheap test: the envelope at its defaults
+        event.schema_version is not _SCHEMA_VERSION
+        or event.correlation_id is not None
+        or event.parent_event_id is not None
+        or event.severity is not None
+        or event.environment is not None
+        or event.tags is not None
+    ):
+        _check_envelope(event)
+
+
+def _check_envelope(event: AnalyticsEvent) -> None:
+    if event.schema_version is not _SCHEMA_VERSION:
+        env.check_schema_version(event.schema_version)
+    # Strict for a pre-built event: "" would reach storage and the wire as it is.
+    for name in ("correlation_id", "parent_event_id"):
+        ref = getattr(event, name)
+        if ref is not None and env.check_ref(name, ref) is None:
+            raise ValidationError(f"{name} must not be empty (use None)")
+    if event.severity is not None:
+        env.check_severity(event.severity)
+    if event.environment is not None and env.check_environment(event.environment) is None:
+        raise ValidationError("environment must not be empty (use None)")
+    if event.tags is not None:
+        env.check_tags(event.tags)

@@ -82,11 +82,14 @@ class StreamTracker:
         "_timings",
         "_usage",
         "agent_id",
+        "correlation_id",
         "endpoint",
         "event",
         "model",
+        "parent_event_id",
         "provider",
         "provider_id",
+        "tags",
     )
 
     def __init__(
@@ -99,6 +102,9 @@ class StreamTracker:
         provider_id: str | None,
         endpoint: str | None,
         monotonic: Callable[[], int],
+        correlation_id: str | None = None,
+        parent_event_id: str | None = None,
+        tags: dict[str, str] | None = None,
     ) -> None:
         self._store = store
         self._clock = monotonic
@@ -110,6 +116,9 @@ class StreamTracker:
         self.agent_id = agent_id
         self.provider_id = provider_id
         self.endpoint = endpoint
+        self.correlation_id = correlation_id
+        self.parent_event_id = parent_event_id
+        self.tags = tags
         self.event: AnalyticsEvent | None = None
 
     @property
@@ -208,4 +217,7 @@ class StreamTracker:
             usage_missing=self._usage is None,
             endpoint=self.endpoint,
             error=None if exc is None else describe_error(exc),
+            correlation_id=self.correlation_id,
+            parent_event_id=self.parent_event_id,
+            tags=self.tags,
         )

@@ -372,3 +372,31 @@ async def test_anonymized_client_ip() -> None:
 
 def test_record_type_is_exported() -> None:
     assert RequestRecord.__struct_fields__[:3] == ("event_id", "timestamp_ms", "request")
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        pytest.param({"x-correlation-id": "req-42"}, ("req-42", None), id="x-correlation-id"),
+        pytest.param(
+            {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"},
+            ("0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331"),
+            id="traceparent",
+        ),
+        pytest.param(
+            {"traceparent": "00-" + "0" * 32 + "-b7ad6b7169203331-01"}, (None, None), id="bad"
+        ),
+    ],
+)
+async def test_the_inbound_correlation_reaches_the_upstream_calls(
+    headers: dict[str, str], expected: tuple[str | None, str | None]
+) -> None:
+    async with FakeUpstream() as upstream, served(proxy_app(upstream), record="always") as env:
+        async with httpx2.AsyncClient(base_url=env.url) as client:
+            response = await client.post(
+                "/router/v1/chat/completions", json=BODY, headers=alice(**headers)
+            )
+        assert response.status_code == 200
+        await env.records.wait()
+        stored = await env.events(2)  # the transport's upstream call, then the middleware's
+    assert [(e.correlation_id, e.parent_event_id) for e in stored] == [expected, expected]

@@ -297,3 +297,27 @@ async def test_closing_after_the_final_usage_is_a_completed_call() -> None:
         p = event.payload
         assert isinstance(p, LlmRequestCompleted)
         assert (p.input_tokens, p.output_tokens, p.usage_missing) == (9, 3, False)
+
+
+async def test_correlation_from_the_scope_else_the_outgoing_headers() -> None:
+    inner = Scripted([b'{"model": "gpt-4o", "usage": {"prompt_tokens": 1}}'], "application/json")
+    url = "http://llm/v1/chat/completions"
+    traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    async with EventStore(None, environment="prod") as store:
+        async with httpx2.AsyncClient(transport=LlmTallyTransport(store, inner)) as client:
+            with attribution(correlation_id="req-7", parent_event_id="span-1"):
+                await client.post(url, json=CHAT, headers={"x-correlation-id": "ignored"})
+            await client.post(url, json=CHAT, headers={"X-Correlation-Id": "req-8"})
+            await client.post(url, json=CHAT, headers={"traceparent": traceparent})
+            await client.post(url, json=CHAT, headers={"x-correlation-id": "not valid!"})
+            with attribution(correlation_id="x" * 500):  # out of bounds: dropped, never raised
+                await client.post(url, json=CHAT)
+        events = await recorded(store, 5)
+    assert [(e.correlation_id, e.parent_event_id) for e in events] == [
+        ("req-7", "span-1"),
+        ("req-8", None),
+        ("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"),
+        (None, None),
+        (None, None),
+    ]
+    assert {(e.severity, e.environment) for e in events} == {(None, "prod")}

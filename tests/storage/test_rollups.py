@@ -21,7 +21,7 @@ from llmtally.storage.rollups import (
     rollup_from_row,
     rollup_to_row,
 )
-from llmtally.storage.rows import COLUMNS, event_to_row
+from llmtally.storage.rows import COLUMNS, ENVELOPE_COLUMNS, event_to_row
 from llmtally.storage.sqlite import MIGRATIONS, SqliteStorage
 
 from .factory import T0, random_requests, request
@@ -101,10 +101,11 @@ async def test_upgrading_a_version_1_database_rolls_up_its_events(tmp_path: Path
     db.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
     db.execute("INSERT INTO schema_version VALUES (1)")
     old = [request(T0 + i * 1000, model=f"m{i % 3}") for i in range(7000)]
-    marks = ", ".join("?" * len(COLUMNS))
+    v1 = COLUMNS[: -len(ENVELOPE_COLUMNS)]  # version 1 had no envelope
+    marks = ", ".join("?" * len(v1))
     db.executemany(
-        f"INSERT INTO events ({', '.join(COLUMNS)}) VALUES ({marks})",
-        [event_to_row(e) for e in old],
+        f"INSERT INTO events ({', '.join(v1)}) VALUES ({marks})",
+        [event_to_row(e)[: len(v1)] for e in old],
     )
     db.commit()
     db.close()

@@ -11,7 +11,7 @@ from llmtally._ids import new_event_id
 from llmtally.analysis.stats import StatsDelta
 from llmtally.events import AnalyticsEvent, LlmRequestCompleted, LlmRequestFailed, RouterStarted
 from llmtally.storage import MemoryStorage, SqliteStorage
-from llmtally.storage.rows import PENDING, REFUSED, SYNCED, event_to_row, row_to_event
+from llmtally.storage.rows import COLUMNS, PENDING, REFUSED, SYNCED, event_to_row, row_to_event
 from llmtally.storage.sqlite import MIGRATIONS
 
 
@@ -126,7 +126,8 @@ def test_rows_round_trip_every_event_type() -> None:
         assert row_to_event(event_to_row(ev)) == ev
     local = AnalyticsEvent(event_id=new_event_id(), timestamp_ms=1, payload=RouterStarted(port=9))
     assert row_to_event(event_to_row(local)) == local
-    assert event_to_row(_ev(1))[-2] == PENDING
+    state = COLUMNS.index("sync_state")
+    assert event_to_row(_ev(1))[state] == PENDING
 
 
 async def test_memory_storage_bounds_history_and_outbox() -> None:

@@ -5,7 +5,9 @@ A router's request handler runs inside ``LlmTallyMiddleware`` and calls upstream
 the handler starts copy the context, so they see it too). The transport takes its
 attribution (``agent_id``, ``provider_id``) from the scope and reports each upstream call
 back to it; the middleware then knows the request was already recorded upstream and what
-it cost. ``attribution()`` opens a scope without the middleware.
+it cost. ``attribution()`` opens a scope without the middleware. The scope also carries
+the request's ``correlation_id``/``parent_event_id`` (from its headers, see
+``_correlation``), which every event recorded within it gets.
 """
 
 from __future__ import annotations
@@ -29,9 +31,11 @@ class RequestScope:
         "agent_id",
         "backend",
         "cached_input_tokens",
+        "correlation_id",
         "input_tokens",
         "model",
         "output_tokens",
+        "parent_event_id",
         "provider_id",
         "upstream_calls",
         "upstream_duration_ms",
@@ -40,9 +44,17 @@ class RequestScope:
         "usage_missing",
     )
 
-    def __init__(self, agent_id: str | None = None, provider_id: str | None = None) -> None:
+    def __init__(
+        self,
+        agent_id: str | None = None,
+        provider_id: str | None = None,
+        correlation_id: str | None = None,
+        parent_event_id: str | None = None,
+    ) -> None:
         self.agent_id = agent_id
         self.provider_id = provider_id
+        self.correlation_id = correlation_id
+        self.parent_event_id = parent_event_id
         self.upstream_calls = 0  # LLM calls started through an LlmTallyTransport
         self.upstream_finished = 0
         self.upstream_duration_ms = 0.0
@@ -86,17 +98,23 @@ def current_scope() -> RequestScope | None:
 
 @contextmanager
 def attribution(
-    *, agent_id: str | None = None, provider_id: str | None = None
+    *,
+    agent_id: str | None = None,
+    provider_id: str | None = None,
+    correlation_id: str | None = None,
+    parent_event_id: str | None = None,
 ) -> Iterator[RequestScope]:
     """Attribute the LLM calls made through ``LlmTallyTransport`` inside this block to
-    ``agent_id``/``provider_id`` (they override the transport's defaults)::
+    ``agent_id``/``provider_id`` (they override the transport's defaults) and correlate
+    them with ``correlation_id``/``parent_event_id``::
 
-        with attribution(agent_id="agent-7"):
+        with attribution(agent_id="agent-7", correlation_id=request_id):
             await client.chat.completions.create(...)
 
-    Yields the ``RequestScope``, whose counters show what the calls reported.
+    Yields the ``RequestScope``, whose counters show what the calls reported. A
+    correlation id outside the envelope's limits is not recorded (never an error).
     """
-    scope = RequestScope(agent_id, provider_id)
+    scope = RequestScope(agent_id, provider_id, correlation_id, parent_event_id)
     token = _current.set(scope)
     try:
         yield scope

@@ -13,6 +13,7 @@ import anyio
 from .._ids import new_event_id
 from ._bodies import BodyCopy, RequestFields, parse_request, scan_large_body
 from ._context import RequestScope
+from ._correlation import from_headers
 from ._record import build_event, clean_id, resolve_provider
 from ._request_record import (
     MAX_HEADER,
@@ -72,7 +73,8 @@ class Exchange:
         self.label: str | None = None
         self.auth_method: str | None = None
         self._read_headers(scope)
-        self.scope = RequestScope(agent_id=self.label, provider_id=self.key_id)
+        correlation_id, parent_event_id = from_headers(scope.get("headers", ()))
+        self.scope = RequestScope(self.label, self.key_id, correlation_id, parent_event_id)
 
     # --- request side -----------------------------------------------------------------
 
@@ -311,6 +313,8 @@ class Exchange:
                 error_message=error_message,
                 status_code=status if status is not None and status >= 400 else None,
                 event_id=event_id,
+                correlation_id=scope.correlation_id,
+                parent_event_id=scope.parent_event_id,
             )
             mw.counters.emit(mw.store, event)
 

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Final
 
 import httpx2
 
+from .._envelope import is_ref
 from .._ids import new_event_id
 from .._validation import MAX_DURATION_MS, MAX_ID_LENGTH
 from ..events import AnalyticsEvent, request_payload
@@ -162,10 +163,12 @@ def build_event(
     error_message: str | None = None,
     status_code: int | None = None,
     event_id: str | None = None,
+    correlation_id: str | None = None,
+    parent_event_id: str | None = None,
 ) -> AnalyticsEvent:
     """A completed event, or a failed one when ``error_code`` is given; cost from the
-    store's prices; a new ``event_id`` unless one is given. Values the validation would
-    refuse are clamped or dropped."""
+    store's prices; a new ``event_id`` unless one is given; the store's environment.
+    Values the validation would refuse are clamped or dropped."""
     m = clean_id(model) or UNKNOWN_MODEL
     u = usage or _NO_USAGE
     i, o, c, w = (
@@ -206,4 +209,7 @@ def build_event(
         timestamp_ms=now,
         payload=payload,
         agent_id=clean_id(agent_id),
+        correlation_id=correlation_id if correlation_id and is_ref(correlation_id) else None,
+        parent_event_id=parent_event_id if parent_event_id and is_ref(parent_event_id) else None,
+        environment=store.environment,
     )

@@ -45,6 +45,10 @@ in ``transport.counters`` and logged at a bounded rate; a full store drops the e
 
 Attribution: ``agent_id``/``provider_id`` are defaults; inside ``attribution(...)`` or a
 request handled by ``LlmTallyMiddleware``, the request's values override them.
+
+Correlation: the event's ``correlation_id``/``parent_event_id`` are the scope's (the
+inbound request's ``x-correlation-id`` or ``traceparent``, or ``attribution(...)``'s),
+else the outgoing request's own ``x-correlation-id`` or ``traceparent`` header.
 """
 
 from __future__ import annotations
@@ -60,6 +64,7 @@ import httpx2
 from ..events import LlmRequestCompleted, LlmRequestFailed
 from ._bodies import request_model, scan_large_body
 from ._context import RequestScope, attribution, current_scope
+from ._correlation import from_headers
 from ._record import Counters, build_event, classify_exception, resolve_provider
 from ._sse import DEFAULT_MAX_EVENT_BYTES
 from ._usage import ApiKind, Usage, classify_path
@@ -170,6 +175,7 @@ class _Call:
     __slots__ = (
         "done",
         "endpoint",
+        "headers",
         "kind",
         "request_body",
         "scope",
@@ -202,6 +208,7 @@ class _Call:
         self.scope: RequestScope | None = current_scope()
         if self.scope is not None:
             self.scope.upstream_calls += 1
+        self.headers = request.headers  # for a correlation id, read when recording
 
     def request_model(self) -> str | None:
         """The ``model`` of the request body (bounded: a large body is scanned at its ends)."""
@@ -291,6 +298,11 @@ class _Call:
             provider_id = (scope.provider_id if scope is not None else None) or t.provider_id
             provider = t.provider or resolve_provider(model, self.url)
             duration_ms = (end - self.start_ns) / 1e6
+            correlation_id: str | None
+            if scope is not None and scope.correlation_id is not None:
+                correlation_id, parent_event_id = scope.correlation_id, scope.parent_event_id
+            else:
+                correlation_id, parent_event_id = from_headers(self.headers.raw)
             event = build_event(
                 t.store,
                 model=model,
@@ -308,6 +320,8 @@ class _Call:
                 error_code=error_code,
                 error_message=error_message,
                 status_code=status_code,
+                correlation_id=correlation_id,
+                parent_event_id=parent_event_id,
             )
             t.counters.emit(t.store, event)
             if scope is not None:

@@ -69,14 +69,15 @@ IngestItem: TypeAlias = AnalyticsEvent | Barrier | TaggedEvent
 """What the ingest stream carries."""
 
 
-def crossing_event(crossing: ThresholdCrossing) -> AnalyticsEvent:
+def crossing_event(crossing: ThresholdCrossing, environment: str | None = None) -> AnalyticsEvent:
     """The ``budget_threshold_reached`` event for a crossing (agent-scoped budgets carry
-    the agent id)."""
+    the agent id), in ``environment`` (a warning: the default severity of its type)."""
     return AnalyticsEvent(
         event_id=new_event_id(crossing.at_ms),
         timestamp_ms=crossing.at_ms,
         payload=crossing.to_payload(),
         agent_id=crossing.scope_value if crossing.scope == "agent_id" else None,
+        environment=environment,
     )
 
 
@@ -119,11 +120,13 @@ async def aggregate(
     on_batch: Callable[[list[AnalyticsEvent]], None] | None = None,
     on_emitted: Callable[[int], None] | None = None,
     nudge: Nudge | None = None,
+    environment: str | None = None,
     task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run until the ingest stream ends, then close ``persist_tx`` (EOF for the persister).
 
     ``nudge``: told of every batch queued for the persister (see ``Nudge``).
+    ``environment``: the envelope's environment of the budget events it adds.
 
     ``trackers=None`` turns the trackers off (benchmarks). ``on_emitted`` is told how
     many threshold events were added to a batch.
@@ -131,7 +134,16 @@ async def aggregate(
     task_status.started()
     try:
         await _aggregate(
-            ingest_rx, persist_tx, stats, fanout, trackers, max_batch, on_batch, on_emitted, nudge
+            ingest_rx,
+            persist_tx,
+            stats,
+            fanout,
+            trackers,
+            max_batch,
+            on_batch,
+            on_emitted,
+            nudge,
+            environment,
         )
     finally:
         if nudge is not None:
@@ -148,6 +160,7 @@ async def _aggregate(
     on_batch: Callable[[list[AnalyticsEvent]], None] | None,
     on_emitted: Callable[[int], None] | None,
     nudge: Nudge | None,
+    environment: str | None = None,
 ) -> None:
     async with ingest_rx, persist_tx:
         receive_nowait = ingest_rx.receive_nowait
@@ -201,7 +214,7 @@ async def _aggregate(
                     trackers.budgets.release(reservation)
                 if crossings:
                     _announce(crossings)
-                    events += [crossing_event(c) for c in crossings]
+                    events += [crossing_event(c, environment) for c in crossings]
                     if on_emitted is not None:
                         on_emitted(len(crossings))
             if events:

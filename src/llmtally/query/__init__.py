@@ -1,5 +1,6 @@
 """Queries over a storage: ``events`` (keyset pages), ``aggregate`` (per window and
-group, from rollups) and ``export`` (CSV, JSON or JSON Lines, streamed).
+group, from rollups), ``export`` (CSV, JSON or JSON Lines, streamed) and ``correlate``
+(the events of one ``correlation_id``).
 
 All take a ``QueryStorage`` (SQLite, PostgreSQL or memory) and times in unix
 milliseconds, ranges half-open (``start_ms <= t < end_ms``). A bad argument raises
@@ -17,6 +18,7 @@ from ._types import (
     WINDOWS,
     AggregateGroup,
     AggregateResult,
+    CorrelationChain,
     EventPage,
     EventRecord,
     ExportFormat,
@@ -26,6 +28,7 @@ from ._types import (
     Window,
 )
 from .aggregate import aggregate
+from .correlate import correlate
 from .events import events
 from .export import CSV_COLUMNS, export, neutralise
 
@@ -39,6 +42,7 @@ __all__ = [
     "WINDOWS",
     "AggregateGroup",
     "AggregateResult",
+    "CorrelationChain",
     "EventPage",
     "EventRecord",
     "ExportFormat",
@@ -47,6 +51,7 @@ __all__ = [
     "QueryError",
     "Window",
     "aggregate",
+    "correlate",
     "events",
     "export",
     "neutralise",

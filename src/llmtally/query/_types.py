@@ -22,6 +22,7 @@ __all__ = [
     "WINDOWS",
     "AggregateGroup",
     "AggregateResult",
+    "CorrelationChain",
     "EventPage",
     "EventRecord",
     "ExportFormat",
@@ -70,7 +71,8 @@ class QueryError(LlmTallyError, ValueError):
 class EventRecord(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """One stored event, flat: the Protocol 012 fields, plus ``timestamp`` (unix seconds,
     as Routiium has it), ``success`` (``None`` for lifecycle and budget events) and, for
-    those, their ``payload``."""
+    those, their ``payload``; and the envelope (``severity`` resolved to the event type's
+    default when the event names none; ``tags`` ``{}`` when it has none)."""
 
     event_id: str
     event_type: str
@@ -99,6 +101,12 @@ class EventRecord(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     output_tokens_per_s: float | None = None
     usage_missing: bool = False
     payload: dict[str, Any] | None = None
+    schema_version: str = "1.0.0"
+    correlation_id: str | None = None
+    parent_event_id: str | None = None
+    severity: str = "info"
+    environment: str | None = None
+    tags: dict[str, str] = {}
 
 
 class EventPage(msgspec.Struct, frozen=True, kw_only=True, gc=False):
@@ -109,6 +117,17 @@ class EventPage(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     count: int
     start: int
     end: int
+    next_cursor: str | None = None
+
+
+class CorrelationChain(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+    """The events sharing one ``correlation_id``, oldest first (``(timestamp_ms,
+    event_id)`` order); each names its ``parent_event_id``. ``next_cursor``: more events
+    follow (pass it back as ``cursor``); ``None`` means this is the end of the chain."""
+
+    correlation_id: str
+    events: list[EventRecord]
+    count: int
     next_cursor: str | None = None
 
 

@@ -9,21 +9,33 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Iterable
 from typing import Final, get_args
 
 import msgspec
 
+from .._envelope import MAX_TAG_VALUE_LENGTH, MAX_TAGS, is_ref, is_tag_key
 from ..events import (
     AnalyticsEvent,
     EventType,
     LlmRequestCompleted,
     LlmRequestFailed,
     nanos_to_micros,
+    severity_of,
 )
 from ..storage.base import Cursor, EventFilter, QueryStorage
 from ._types import MAX_LIMIT, EventPage, EventRecord, QueryError
 
-__all__ = ["check_range", "decode_cursor", "encode_cursor", "events", "record_of"]
+__all__ = [
+    "check_correlation_id",
+    "check_range",
+    "check_tags",
+    "decode_cursor",
+    "encode_cursor",
+    "events",
+    "parse_tag",
+    "record_of",
+]
 
 _EVENT_TYPES: Final = frozenset(get_args(EventType))
 _MAX_CURSOR_CHARS: Final = 200
@@ -56,6 +68,36 @@ def check_range(start_ms: int, end_ms: int) -> None:
     """Raises ``QueryError("end")`` when the range ends before it starts."""
     if end_ms < start_ms:
         raise QueryError("end", "must not be before start")
+
+
+def check_correlation_id(value: str | None) -> str | None:
+    """Raises ``QueryError("correlation_id")`` unless ``value`` could be one (or ``None``)."""
+    if value is None or is_ref(value):
+        return value
+    raise QueryError("correlation_id", "must be 1-128 letters, digits or . _ : / + = @ -")
+
+
+def parse_tag(text: str) -> tuple[str, str]:
+    """``"key:value"`` → ``("key", "value")`` (keys hold no ``:``; values may). Raises
+    ``QueryError("tag")``."""
+    key, sep, value = text.partition(":")
+    if not sep:
+        raise QueryError("tag", "must be key:value")
+    return key, value
+
+
+def check_tags(tags: Iterable[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
+    """The ``(key, value)`` tag filters as a tuple; raises ``QueryError("tag")`` for more
+    than ``MAX_TAGS``, a key tags cannot have, or a value longer than tags hold."""
+    out = tuple(tags)
+    if len(out) > MAX_TAGS:
+        raise QueryError("tag", f"at most {MAX_TAGS} tag filters")
+    for key, value in out:
+        if not is_tag_key(key):
+            raise QueryError("tag", f"key {key[:70]!r} is not a valid tag key")
+        if len(value) > MAX_TAG_VALUE_LENGTH:
+            raise QueryError("tag", f"value of {key!r} exceeds {MAX_TAG_VALUE_LENGTH} characters")
+    return out
 
 
 _to_builtins: Final = msgspec.to_builtins
@@ -94,6 +136,12 @@ def record_of(event: AnalyticsEvent) -> EventRecord:
             itl_p95_ms=p.itl_p95_ms,
             output_tokens_per_s=p.output_tokens_per_s,
             usage_missing=p.usage_missing,
+            schema_version=event.schema_version,
+            correlation_id=event.correlation_id,
+            parent_event_id=event.parent_event_id,
+            severity=severity_of(event),
+            environment=event.environment,
+            tags=event.tags or {},
         )
     payload = _to_builtins(p)
     payload.pop("event_type", None)
@@ -105,6 +153,12 @@ def record_of(event: AnalyticsEvent) -> EventRecord:
         success=None,
         agent_id=event.agent_id,
         payload=payload,
+        schema_version=event.schema_version,
+        correlation_id=event.correlation_id,
+        parent_event_id=event.parent_event_id,
+        severity=severity_of(event),
+        environment=event.environment,
+        tags=event.tags or {},
     )
 
 
@@ -121,13 +175,16 @@ async def events(
     event_type: str | None = None,
     limit: int = 100,
     cursor: str | None = None,
+    correlation_id: str | None = None,
+    tags: Iterable[tuple[str, str]] = (),
 ) -> EventPage:
     """Events with ``start_ms <= timestamp_ms < end_ms`` matching every filter given,
     oldest first, at most ``limit``; ``cursor`` continues from a previous page.
+    ``tags``: ``(key, value)`` pairs an event's tags must all hold.
 
     Raises ``QueryError`` naming the bad argument: ``end`` before ``start``, ``limit``
-    outside ``1..MAX_LIMIT``, an unknown ``event_type``, a ``cursor`` not made here.
-    Storage errors propagate.
+    outside ``1..MAX_LIMIT``, an unknown ``event_type``, a ``cursor`` not made here, a
+    malformed ``correlation_id`` or ``tag``. Storage errors propagate.
     """
     check_range(start_ms, end_ms)
     if not 1 <= limit <= MAX_LIMIT:
@@ -144,6 +201,8 @@ async def events(
         provider_id=provider_id,
         event_type=event_type,  # type: ignore[arg-type]
         success=success,
+        correlation_id=check_correlation_id(correlation_id),
+        tags=check_tags(tags),
     )
     found = await storage.query_events(flt, after=after, limit=limit + 1)
     page = found[:limit]

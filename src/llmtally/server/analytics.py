@@ -1,5 +1,5 @@
-"""The query endpoints: ``/analytics/stats``, ``/events``, ``/aggregate``, ``/export``
-(read token) and ``POST /analytics/clear`` (admin token).
+"""The query endpoints: ``/analytics/stats``, ``/events``, ``/aggregate``, ``/export``,
+``/correlate`` (read token) and ``POST /analytics/clear`` (admin token).
 
 Shapes follow Routiium's analytics API, extended (see ``llmtally.query``). ``start`` and
 ``end`` are unix seconds, the range ``start <= t < end``; both default to the last hour
@@ -23,7 +23,8 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
-from ..query import MAX_LIMIT, QueryError, aggregate, events, export
+from ..query import MAX_LIMIT, QueryError, aggregate, correlate, events, export
+from ..query.events import parse_tag
 from ..storage.base import QueryStorage
 from .auth import Scope
 from .context import ServerContext
@@ -194,8 +195,20 @@ def routes(ctx: ServerContext) -> list[BaseRoute]:
             event_type=_text(request, "event_type"),
             limit=_limit(request),
             cursor=request.query_params.get("cursor"),
+            correlation_id=_text(request, "correlation_id"),
+            tags=[parse_tag(t) for t in request.query_params.getlist("tag")],
         )
         return json_response(page)
+
+    async def get_correlate(request: Request, s: QueryStorage) -> Response:
+        """The events of one correlation_id, oldest first, with their parent links."""
+        chain = await correlate(
+            s,
+            _text(request, "correlation_id") or "",
+            limit=_limit(request),
+            cursor=request.query_params.get("cursor"),
+        )
+        return json_response(chain)
 
     async def get_aggregate(request: Request, s: QueryStorage) -> Response:
         """Totals, per time window and group, from rollups."""
@@ -256,6 +269,11 @@ def routes(ctx: ServerContext) -> list[BaseRoute]:
             methods=["GET"],
         ),
         Route("/analytics/export", protect(read, endpoint(get_export, "export")), methods=["GET"]),
+        Route(
+            "/analytics/correlate",
+            protect(read, endpoint(get_correlate, "correlate query")),
+            methods=["GET"],
+        ),
         Route("/analytics/clear", protect(admin, endpoint(post_clear, "clear")), methods=["POST"]),
     ]
 

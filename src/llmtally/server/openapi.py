@@ -20,8 +20,17 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from .. import __version__
+from .._envelope import MAX_TAGS, REF_PATTERN
 from ..events import EventType, IngestResponse, WireBatch
-from ..query import FORMATS, GROUP_BY, MAX_LIMIT, WINDOWS, AggregateResult, EventPage
+from ..query import (
+    FORMATS,
+    GROUP_BY,
+    MAX_LIMIT,
+    WINDOWS,
+    AggregateResult,
+    CorrelationChain,
+    EventPage,
+)
 from .analytics import ClearResponse, ParamErrorBody, StatsResponse
 from .context import ServerContext
 from .ingest import INGEST_PATH
@@ -70,6 +79,13 @@ _END = _query(
     "end", {"type": "integer", "minimum": 0}, "Range end, unix seconds (exclusive). Default: now."
 )
 _TEXT = {"type": "string", "maxLength": 256}
+_LIMIT = _query(
+    "limit",
+    {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": 100},
+    "Page size.",
+)
+_CURSOR = _query("cursor", {"type": "string"}, "next_cursor of the previous page.")
+_CORRELATION_ID = {"type": "string", "pattern": REF_PATTERN}
 
 OPERATIONS: Final[dict[tuple[str, str], Operation]] = {
     ("/health", "get"): Operation("Liveness", None, HealthResponse),
@@ -89,11 +105,7 @@ OPERATIONS: Final[dict[tuple[str, str], Operation]] = {
         [
             _START,
             _END,
-            _query(
-                "limit",
-                {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": 100},
-                "Page size.",
-            ),
+            _LIMIT,
             _query("model", _TEXT, "Only this model."),
             _query("provider", _TEXT, "Only this provider."),
             _query("agent_id", _TEXT, "Only this agent."),
@@ -102,7 +114,31 @@ OPERATIONS: Final[dict[tuple[str, str], Operation]] = {
                 "success", {"type": "boolean"}, "Only completed (true) or failed (false) requests."
             ),
             _query("event_type", {"enum": sorted(get_args(EventType))}, "Only this event type."),
-            _query("cursor", {"type": "string"}, "next_cursor of the previous page."),
+            _query("correlation_id", _CORRELATION_ID, "Only events of this correlation."),
+            {
+                **_query(
+                    "tag",
+                    {
+                        "type": "array",
+                        "maxItems": MAX_TAGS,
+                        "items": {"type": "string", "pattern": "^[A-Za-z0-9_][^:]*:.*$"},
+                    },
+                    "key:value; repeat for several (all must hold).",
+                ),
+                "style": "form",
+                "explode": True,
+            },
+            _CURSOR,
+        ],
+    ),
+    ("/analytics/correlate", "get"): Operation(
+        "The events of one correlation_id, oldest first, with their parent links",
+        "read",
+        CorrelationChain,
+        [
+            {**_query("correlation_id", _CORRELATION_ID, "The correlation."), "required": True},
+            _LIMIT,
+            _CURSOR,
         ],
     ),
     ("/analytics/aggregate", "get"): Operation(
@@ -149,6 +185,7 @@ _TYPES: Final = (
     StatsResponse,
     EventPage,
     AggregateResult,
+    CorrelationChain,
     ClearResponse,
     ErrorBody,
     ParamErrorBody,

@@ -20,7 +20,9 @@ __all__ = [
     "dollar",
     "events_where",
     "keyset",
+    "postgres_tag",
     "qmark",
+    "sqlite_tag",
 ]
 
 REQUEST_TYPES: Final = "('llm_request_completed', 'llm_request_failed')"
@@ -78,10 +80,32 @@ def keyset(
     )
 
 
-def events_where(p: Params, flt: EventFilter, after: Cursor | None, key_cast: str = "") -> str:
+TagMatch = Callable[[Params, str, str], str]
+"""``(params, key, value) → SQL``: the dialect's test that tag ``key`` equals ``value``."""
+
+
+def sqlite_tag(p: Params, key: str, value: str) -> str:
+    """SQLite: ``tags`` is JSON text; the key goes in a quoted JSON path (keys cannot hold
+    ``"``, see ``llmtally._envelope``), bound like the value."""
+    path = '$."' + key + '"'
+    return f"json_extract(tags, {p(path)}) = {p(value)}"
+
+
+def postgres_tag(p: Params, key: str, value: str) -> str:
+    """PostgreSQL: ``tags`` is JSONB."""
+    return f"tags ->> {p(key)}::text = {p(value)}::text"
+
+
+def events_where(
+    p: Params,
+    flt: EventFilter,
+    after: Cursor | None,
+    key_cast: str = "",
+    tag_match: TagMatch = sqlite_tag,
+) -> str:
     """The ``WHERE`` clause (without the keyword) for ``flt`` after ``after``."""
     clauses = [keyset(p, flt.start_ms, flt.end_ms, after, key_cast=key_cast)]
-    for column in ("model", "provider", "agent_id", "provider_id", "event_type"):
+    for column in ("model", "provider", "agent_id", "provider_id", "event_type", "correlation_id"):
         value = getattr(flt, column)
         if value is not None:
             clauses.append(f"{column} = {p(value)}")
@@ -89,4 +113,6 @@ def events_where(p: Params, flt: EventFilter, after: Cursor | None, key_cast: st
         clauses.append("event_type = 'llm_request_completed'")
     elif flt.success is False:
         clauses.append("event_type = 'llm_request_failed'")
+    for key, value in flt.tags:
+        clauses.append(tag_match(p, key, value))
     return " AND ".join(clauses)

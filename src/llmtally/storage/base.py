@@ -129,7 +129,8 @@ class EventStorage(Protocol):
 class EventFilter(msgspec.Struct, frozen=True, kw_only=True):
     """Which events a query reads: ``start_ms <= timestamp_ms < end_ms`` and every field
     that is not ``None`` equal. ``success=True`` is completed requests only, ``False``
-    failed ones only (lifecycle and budget events are neither)."""
+    failed ones only (lifecycle and budget events are neither). ``tags``: ``(key,
+    value)`` pairs the event's tags must all hold."""
 
     start_ms: int
     end_ms: int
@@ -139,6 +140,8 @@ class EventFilter(msgspec.Struct, frozen=True, kw_only=True):
     provider_id: str | None = None
     event_type: EventType | None = None
     success: bool | None = None
+    correlation_id: str | None = None
+    tags: tuple[tuple[str, str], ...] = ()
 
 
 class ExpireResult(msgspec.Struct, frozen=True):

@@ -167,6 +167,10 @@ class MemoryStorage:
                 continue
             if flt.agent_id is not None and e.agent_id != flt.agent_id:
                 continue
+            if flt.correlation_id is not None and e.correlation_id != flt.correlation_id:
+                continue
+            if flt.tags and not all((e.tags or {}).get(k) == v for k, v in flt.tags):
+                continue
             if flt.model is not None or flt.provider is not None or flt.provider_id is not None:
                 if not isinstance(p, LlmRequestCompleted | LlmRequestFailed):
                     continue

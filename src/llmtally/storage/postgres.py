@@ -30,7 +30,16 @@ import asyncpg  # type: ignore[import-untyped]
 
 from ..analysis.stats import StatsDelta, decode_series, encode_series
 from ..events import AnalyticsEvent
-from ._sql import EVENT_SELECT, REQUEST_SELECT, REQUEST_TYPES, Params, dollar, events_where, keyset
+from ._sql import (
+    EVENT_SELECT,
+    REQUEST_SELECT,
+    REQUEST_TYPES,
+    Params,
+    dollar,
+    events_where,
+    keyset,
+    postgres_tag,
+)
 from .base import (
     DEFAULT_EXPIRE_CHUNK,
     DEFAULT_RAW_TTL_MS,
@@ -83,6 +92,14 @@ _EVENT_COLUMNS_DDL: Final = """
     sync_state SMALLINT NOT NULL DEFAULT 0,
     extra BYTEA
 """
+_ENVELOPE_COLUMNS_DDL: Final = """
+    schema_version TEXT,
+    correlation_id TEXT,
+    parent_event_id TEXT,
+    severity TEXT,
+    environment TEXT,
+    tags JSONB
+"""
 
 MIGRATIONS: Final[tuple[str, ...]] = (
     # 1: events (outbox = partial index on pending rows; keyset pages on (timestamp_ms,
@@ -128,11 +145,27 @@ MIGRATIONS: Final[tuple[str, ...]] = (
         PRIMARY KEY (period_ms, dim, start_ms, value)
     );
     """,
+    # 2: the envelope (``rows.ENVELOPE_COLUMNS``); rows stored before read back with the
+    # defaults (NULL is a default, see ``rows``). Nothing is rewritten; a collector still
+    # running the previous version keeps inserting (it names its columns). The partial
+    # index serves ``/analytics/correlate`` and costs nothing for events without one.
+    """
+    ALTER TABLE events
+        ADD COLUMN schema_version TEXT,
+        ADD COLUMN correlation_id TEXT,
+        ADD COLUMN parent_event_id TEXT,
+        ADD COLUMN severity TEXT,
+        ADD COLUMN environment TEXT,
+        ADD COLUMN tags JSONB;
+    CREATE INDEX events_correlation ON events (correlation_id, timestamp_ms, event_id)
+        WHERE correlation_id IS NOT NULL;
+    """,
 )
 
 # The staging table of one connection: rows vanish at the end of every transaction.
 _CREATE_INCOMING: Final = (
-    f"CREATE TEMP TABLE incoming (ord INTEGER NOT NULL, {_EVENT_COLUMNS_DDL}) ON COMMIT DELETE ROWS"
+    f"CREATE TEMP TABLE incoming (ord INTEGER NOT NULL, {_EVENT_COLUMNS_DDL}, "
+    f"{_ENVELOPE_COLUMNS_DDL}) ON COMMIT DELETE ROWS"
 )
 _INSERT_FROM_INCOMING: Final = (
     f"INSERT INTO events ({_COLS}) SELECT {_COLS} FROM incoming ORDER BY ord "
@@ -375,7 +408,7 @@ class PostgresStorage:
         self, flt: EventFilter, *, after: Cursor | None = None, limit: int = 100
     ) -> list[AnalyticsEvent]:
         p = Params(dollar)
-        where = events_where(p, flt, after, key_cast="::uuid")
+        where = events_where(p, flt, after, key_cast="::uuid", tag_match=postgres_tag)
         sql = (
             f"SELECT {EVENT_SELECT} FROM events WHERE {where} "
             f"ORDER BY timestamp_ms, event_id LIMIT {p(limit)}"

@@ -22,7 +22,16 @@ import anyio.lowlevel
 
 from ..analysis.stats import StatsDelta, decode_series, encode_series
 from ..events import AnalyticsEvent
-from ._sql import EVENT_SELECT, REQUEST_SELECT, REQUEST_TYPES, Params, events_where, keyset, qmark
+from ._sql import (
+    EVENT_SELECT,
+    REQUEST_SELECT,
+    REQUEST_TYPES,
+    Params,
+    events_where,
+    keyset,
+    qmark,
+    sqlite_tag,
+)
 from .base import (
     DEFAULT_EXPIRE_CHUNK,
     DEFAULT_RAW_TTL_MS,
@@ -135,6 +144,19 @@ MIGRATIONS: Final[tuple[str, ...]] = (
         PRIMARY KEY (period_ms, dim, start_ms, value)
     ) WITHOUT ROWID;
     """,
+    # 3: the envelope (``rows.ENVELOPE_COLUMNS``); rows stored before read back with the
+    # defaults (NULL is a default, see ``rows``). Adding columns rewrites nothing. The partial index
+    # serves ``/analytics/correlate`` and costs nothing for events without a correlation.
+    """
+    ALTER TABLE events ADD COLUMN schema_version TEXT;
+    ALTER TABLE events ADD COLUMN correlation_id TEXT;
+    ALTER TABLE events ADD COLUMN parent_event_id TEXT;
+    ALTER TABLE events ADD COLUMN severity TEXT;
+    ALTER TABLE events ADD COLUMN environment TEXT;
+    ALTER TABLE events ADD COLUMN tags TEXT;
+    CREATE INDEX events_correlation ON events (correlation_id, timestamp_ms, event_id)
+        WHERE correlation_id IS NOT NULL;
+    """,
 )
 _ROLLUPS_VERSION: Final = 2
 
@@ -237,9 +259,10 @@ class SqliteStorage:
             for statement in MIGRATIONS[version - 1].split(";"):
                 if statement.strip():
                     await db.execute(statement)
-            if version == _ROLLUPS_VERSION and current:
-                await self._backfill_rollups(db)
             await db.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
+        if 0 < current < _ROLLUPS_VERSION:
+            # After every migration (same transaction): rows are read in today's layout.
+            await self._backfill_rollups(db)
 
     async def _backfill_rollups(self, db: aiosqlite.Connection) -> None:
         """Roll up the events an older llmtally stored (part of the upgrade transaction)."""
@@ -462,7 +485,7 @@ class SqliteStorage:
         self, flt: EventFilter, *, after: Cursor | None = None, limit: int = 100
     ) -> list[AnalyticsEvent]:
         p = Params(qmark)
-        where = events_where(p, flt, after)
+        where = events_where(p, flt, after, tag_match=sqlite_tag)
         sql = (
             f"SELECT {EVENT_SELECT} FROM events WHERE {where} "
             f"ORDER BY timestamp_ms, event_id LIMIT {p(limit)}"
