@@ -1,4 +1,4 @@
-"""The ``llmtally`` command: ``serve`` (the collector) and ``demo``.
+"""The ``llmtally`` command: ``serve`` (the collector), ``demo``, ``stats`` and ``tail``.
 
 ``main(argv)`` returns the exit code: 0 on success, 2 for bad usage or configuration
 (including a collector with no API tokens), 1 for a failure at run time. Errors are one
@@ -159,6 +159,21 @@ def _run_stats(args: argparse.Namespace) -> int:
     return stats_command.run(args)
 
 
+# --- tail -------------------------------------------------------------------------------
+
+
+def _add_tail_arguments(p: argparse.ArgumentParser) -> None:
+    from . import tail_command
+
+    tail_command.add_arguments(p)
+
+
+def _run_tail(args: argparse.Namespace) -> int:
+    from . import tail_command
+
+    return tail_command.run(args)
+
+
 def _commands() -> tuple[_Command, ...]:
     return (
         _Command("serve", "run the collector server", _add_serve_arguments, _run_serve),
@@ -168,6 +183,7 @@ def _commands() -> tuple[_Command, ...]:
         _Command(
             "stats", "print the statistics of a store's database", _add_stats_arguments, _run_stats
         ),
+        _Command("tail", "follow a collector's live events", _add_tail_arguments, _run_tail),
     )
 
 
