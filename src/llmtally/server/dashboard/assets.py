@@ -4,7 +4,8 @@ The script is small on purpose: it follows ``/analytics/live`` with ``EventSourc
 adds each event to the tiles and to the "latest events" table (text only: every value
 goes through ``textContent``, never ``innerHTML``), and refetches the server-rendered
 panels (``data-panels-url``) a few seconds after events arrived (at most once per
-``data-refresh-ms``), and every minute so the range moves on. Everything it draws the server could draw: it never renders a chart itself.
+``data-refresh-ms``), and every minute so the range moves on. It never draws a chart
+itself: the panels it swaps in are the server's HTML (escaped there).
 """
 
 from __future__ import annotations
@@ -151,7 +152,10 @@ SCRIPT: Final = """
     status.textContent = text;
     status.className = cls;
   }
+  let inflight = false;
   async function refresh() {
+    if (inflight) return;
+    inflight = true;
     dirty = false;
     try {
       const r = await fetch(root.dataset.panelsUrl,
@@ -162,6 +166,8 @@ SCRIPT: Final = """
       root.dataset.refreshes = String(Number(root.dataset.refreshes || "0") + 1);
     } catch (e) {
       dirty = true;
+    } finally {
+      inflight = false;
     }
   }
   const source = new EventSource(root.dataset.liveUrl);

@@ -61,19 +61,22 @@ DAY_MS: Final = 86_400_000
 
 @dataclass(frozen=True, slots=True)
 class RangeSpec:
-    """A time range the picker offers, and the aggregate window its charts use."""
+    """A time range the picker offers, the aggregate window its charts use, and how
+    often at most the page refetches its panels while events arrive (a long range's
+    charts barely move with one more event, and cost more to recompute)."""
 
     name: str
     span_ms: int
     window: str
     window_ms: int
+    refresh_ms: int
 
 
 RANGES: Final[dict[str, RangeSpec]] = {
-    "1h": RangeSpec("1h", HOUR_MS, "1m", MINUTE_MS),
-    "24h": RangeSpec("24h", DAY_MS, "15m", 15 * MINUTE_MS),
-    "7d": RangeSpec("7d", 7 * DAY_MS, "1h", HOUR_MS),
-    "30d": RangeSpec("30d", 30 * DAY_MS, "6h", 6 * HOUR_MS),
+    "1h": RangeSpec("1h", HOUR_MS, "1m", MINUTE_MS, 3_000),
+    "24h": RangeSpec("24h", DAY_MS, "15m", 15 * MINUTE_MS, 10_000),
+    "7d": RangeSpec("7d", 7 * DAY_MS, "1h", HOUR_MS, 30_000),
+    "30d": RangeSpec("30d", 30 * DAY_MS, "6h", 6 * HOUR_MS, 30_000),
 }
 DEFAULT_RANGE: Final = "1h"
 DEFAULT_SLO_TARGET: Final = "0.999"

@@ -77,7 +77,6 @@ def render_page(
     live_url: str,
     panels_url: str,
     extra_params: dict[str, str] | None = None,
-    refresh_ms: int = 3_000,
 ) -> str:
     """The dashboard over ``data``. ``panels_url`` answers the panels fragment of the same
     range; ``extra_params`` (e.g. an SLO ``target``) are kept by the range links."""
@@ -98,7 +97,7 @@ def render_page(
         + f'<main id="dashboard" data-range="{escape(spec.name)}" '
         + f'data-start="{data.start_ms // 1000}" data-end="{data.end_ms // 1000}" '
         + f'data-window="{escape(spec.window)}" data-live-url="{escape(live_url)}" '
-        + f'data-panels-url="{escape(panels_url)}" data-refresh-ms="{refresh_ms}">'
+        + f'data-panels-url="{escape(panels_url)}" data-refresh-ms="{spec.refresh_ms}">'
         + f'<div id="panels">{render_panels(data)}</div>'
         + _latest(data.latest)
         + "</main>"
