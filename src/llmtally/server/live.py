@@ -8,8 +8,8 @@ buffer, and an event that does not fit is dropped for that subscriber and counte
 never slows ingest down. Memory is bounded by ``max_subscribers * buffer_size`` frames
 plus the ``replay_size`` frames kept for reconnecting clients.
 
-Each event is encoded once, as its server-sent-events frame (the contract of
-``GET /analytics/live``)::
+Each event is encoded once, when a subscriber first wants it, as its server-sent-events
+frame (the contract of ``GET /analytics/live``)::
 
     id: <event_id>
     event: event
@@ -25,7 +25,6 @@ All methods run on the event loop's thread; nothing here blocks or locks.
 
 from __future__ import annotations
 
-import logging
 from collections import deque
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager
@@ -38,7 +37,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from ..events import AnalyticsEvent, to_wire
+from ..events import AnalyticsEvent, LlmRequestCompleted, LlmRequestFailed, to_wire
 
 __all__ = [
     "DEFAULT_BUFFER_SIZE",
@@ -54,8 +53,6 @@ __all__ = [
     "TooManySubscribersError",
     "encode_frame",
 ]
-
-logger: Final = logging.getLogger("llmtally.server.live")
 
 DEFAULT_BUFFER_SIZE: Final = 256
 DEFAULT_MAX_SUBSCRIBERS: Final = 64
@@ -83,43 +80,22 @@ class LiveFilter:
     agent_id: str | None = None
     event_type: str | None = None
 
-    def matches(self, event: _Published) -> bool:
+    def matches(self, event: AnalyticsEvent, payload: _Request) -> bool:
         return (
-            (self.model is None or self.model == event.model)
-            and (self.provider is None or self.provider == event.provider)
+            (self.model is None or self.model == payload.model)
+            and (self.provider is None or self.provider == payload.provider)
             and (self.agent_id is None or self.agent_id == event.agent_id)
             and (self.event_type is None or self.event_type == event.event_type)
         )
 
 
-@dataclass(frozen=True, slots=True)
-class _Published:
-    """An encoded event and the fields filters look at."""
-
-    event_id: str
-    event_type: str
-    model: str
-    provider: str
-    agent_id: str | None
-    frame: bytes
+_Request = LlmRequestCompleted | LlmRequestFailed
 
 
 def encode_frame(event: AnalyticsEvent) -> bytes:
     """The SSE frame of a request event. Raises ``ValueError`` for other events."""
     data = _encode(to_wire(event))  # JSON escapes newlines: one ``data:`` line
     return b"id: %s\nevent: event\ndata: %s\n\n" % (event.event_id.encode("ascii"), data)
-
-
-def _published(event: AnalyticsEvent) -> _Published:
-    wire = to_wire(event)
-    return _Published(
-        event_id=event.event_id,
-        event_type=event.event_type,
-        model=wire.model,
-        provider=wire.provider,
-        agent_id=event.agent_id,
-        frame=encode_frame(event),
-    )
 
 
 class Subscription:
@@ -176,7 +152,7 @@ class LiveHub:
         self.buffer_size = buffer_size
         self.max_subscribers = max_subscribers
         self.keepalive_s = keepalive_s
-        self._recent: deque[_Published] = deque(maxlen=replay_size)
+        self._recent: deque[tuple[AnalyticsEvent, _Request]] = deque(maxlen=replay_size)
         self._subscribers: set[Subscription] = set()
         self._closed = False
         self.published = 0
@@ -193,27 +169,32 @@ class LiveHub:
         return self._closed
 
     def publish(self, events: Sequence[AnalyticsEvent]) -> None:
-        """Offer newly stored events to every matching subscriber; never blocks or raises
-        (an event that cannot be encoded — not a request event — is logged and skipped)."""
+        """Offer newly stored request events to every matching subscriber; never blocks or
+        raises. Each event is encoded once, and only if a subscriber wants it (with
+        nobody listening, publishing is an append to the replay buffer). Other event
+        types are skipped: the collector stores request events only."""
+        subscribers = self._subscribers
         for event in events:
-            try:
-                item = _published(event)
-            except Exception:
-                logger.exception("cannot publish event %s", event.event_id)
+            payload = event.payload
+            if not isinstance(payload, LlmRequestCompleted | LlmRequestFailed):
                 continue
             self.published += 1
-            self._recent.append(item)
-            for sub in self._subscribers:
-                if sub.filter.matches(item) and not sub._offer(item.frame):
-                    self.dropped += 1
+            self._recent.append((event, payload))
+            frame: bytes | None = None
+            for sub in subscribers:
+                if sub.filter.matches(event, payload):
+                    if frame is None:
+                        frame = encode_frame(event)
+                    if not sub._offer(frame):
+                        self.dropped += 1
 
     def _replay(self, flt: LiveFilter, last_event_id: str | None) -> list[bytes]:
         if not last_event_id:
             return []
         recent = list(self._recent)
         for i in range(len(recent) - 1, -1, -1):
-            if recent[i].event_id == last_event_id:
-                return [p.frame for p in recent[i + 1 :] if flt.matches(p)]
+            if recent[i][0].event_id == last_event_id:
+                return [encode_frame(e) for e, p in recent[i + 1 :] if flt.matches(e, p)]
         return []
 
     @asynccontextmanager
