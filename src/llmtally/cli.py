@@ -1,4 +1,4 @@
-"""The ``llmtally`` command: ``serve`` (the collector), ``demo``, ``stats``, ``export``.
+"""The ``llmtally`` command: ``serve`` (the collector), ``demo``, ``stats``, ``export``, ``tail``.
 
 ``main(argv)`` returns the exit code: 0 on success, 2 for bad usage or configuration
 (including a collector with no API tokens), 1 for a failure at run time. Errors are one
@@ -181,6 +181,21 @@ def _run_export(args: argparse.Namespace) -> int:
     return export_command.run(args)
 
 
+# --- tail -------------------------------------------------------------------------------
+
+
+def _add_tail_arguments(p: argparse.ArgumentParser) -> None:
+    from . import tail_command
+
+    tail_command.add_arguments(p)
+
+
+def _run_tail(args: argparse.Namespace) -> int:
+    from . import tail_command
+
+    return tail_command.run(args)
+
+
 def _commands() -> tuple[_Command, ...]:
     return (
         _Command("serve", "run the collector server", _add_serve_arguments, _run_serve),
@@ -196,6 +211,7 @@ def _commands() -> tuple[_Command, ...]:
         _Command(
             "export", "export events as CSV, JSON or JSON Lines", _add_export_arguments, _run_export
         ),
+        _Command("tail", "follow a collector's live events", _add_tail_arguments, _run_tail),
     )
 
 

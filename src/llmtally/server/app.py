@@ -27,9 +27,10 @@ from starlette.routing import BaseRoute, Route
 
 from ..storage.base import EventStorage, QueryStorage
 from ..storage.retention import DEFAULT_RETENTION_INTERVAL_S, run_retention
-from . import analytics, ingest, observability, openapi
+from . import analytics, dashboard, ingest, live_route, observability, openapi
 from .auth import Auth
 from .context import DEFAULT_MAX_BATCH, DEFAULT_MAX_BODY_BYTES, ServerContext
+from .live import LiveHub
 from .responses import exception_handlers, json_response
 
 __all__ = ["HEALTH_PATH", "RouteFactory", "create_app"]
@@ -44,6 +45,8 @@ ROUTE_MODULES: Final[tuple[RouteFactory, ...]] = (
     ingest.routes,
     analytics.routes,
     observability.routes,
+    live_route.routes,
+    dashboard.routes,
     openapi.routes,
 )
 
@@ -64,6 +67,7 @@ def create_app(
     own_storage: bool = False,
     extra_routes: RouteFactory | None = None,
     retention_interval_s: float | None = DEFAULT_RETENTION_INTERVAL_S,
+    live: LiveHub | None = None,
 ) -> Starlette:
     """The collector app over ``storage``.
 
@@ -72,11 +76,18 @@ def create_app(
     Otherwise the caller owns it. ``extra_routes`` adds routes that share the same
     context (storage, auth, limits). With ``own_storage=True`` and a storage that
     expires data (``QueryStorage``), a background task runs ``expire`` every
-    ``retention_interval_s`` seconds (``None``: never). Raises ``ValueError`` for
-    non-positive limits.
+    ``retention_interval_s`` seconds (``None``: never). ``live`` is the broadcaster of
+    ``GET /analytics/live`` (default: a ``LiveHub()``); whoever runs the server calls
+    ``app.state.llmtally.live.close()`` when shutdown begins, so that open streams do not
+    hold it up (``llmtally serve`` does; the lifespan's shutdown closes it too, late).
+    Raises ``ValueError`` for non-positive limits.
     """
     ctx = ServerContext(
-        storage=storage, auth=auth, max_body_bytes=max_body_bytes, max_batch=max_batch
+        storage=storage,
+        auth=auth,
+        max_body_bytes=max_body_bytes,
+        max_batch=max_batch,
+        live=live or LiveHub(),
     )
     routes: list[BaseRoute] = [Route(HEALTH_PATH, health, methods=["GET"])]
     for factory in (*ROUTE_MODULES, *((extra_routes,) if extra_routes else ())):
@@ -85,7 +96,10 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         if not own_storage:
-            yield
+            try:
+                yield
+            finally:
+                ctx.live.close()
             return
         await storage.open()
         try:
@@ -97,6 +111,7 @@ def create_app(
                 try:
                     yield
                 finally:
+                    ctx.live.close()
                     tg.cancel_scope.cancel()
         finally:
             # Shutdown must close the database even if the server is being cancelled.

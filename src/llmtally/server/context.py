@@ -17,6 +17,7 @@ import anyio
 from ..events import AnalyticsEvent
 from ..storage.base import EventStorage
 from .auth import Auth
+from .live import LiveHub
 
 __all__ = ["DEFAULT_MAX_BATCH", "DEFAULT_MAX_BODY_BYTES", "ServerContext"]
 
@@ -33,6 +34,8 @@ class ServerContext:
     ``ingest_observers`` are called with the events each ingest request stored (each
     event id once), synchronously; route modules append to it when ``create_app``
     builds the app (e.g. ``observability`` feeds its trackers). They must not raise.
+    ``live`` fans newly stored events out to ``GET /analytics/live`` streams (and the
+    dashboard); the server closes it when it starts shutting down.
     """
 
     storage: EventStorage
@@ -41,6 +44,7 @@ class ServerContext:
     max_batch: int = DEFAULT_MAX_BATCH
     write_lock: anyio.Lock = field(default_factory=anyio.Lock)
     ingest_observers: list[Callable[[Sequence[AnalyticsEvent]], None]] = field(default_factory=list)
+    live: LiveHub = field(default_factory=LiveHub)
 
     def __post_init__(self) -> None:
         if self.max_body_bytes < 1:

@@ -38,6 +38,7 @@ from fractions import Fraction
 from typing import Final, Protocol
 
 import msgspec
+from prometheus_client.registry import Collector
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -53,6 +54,7 @@ from ..events import AnalyticsEvent
 from ..prometheus import MetricsSource, make_registry, render
 from .auth import Auth, Scope
 from .context import ServerContext
+from .live import LiveHubMetrics
 from .responses import exception_handlers, json_response
 
 __all__ = [
@@ -194,9 +196,14 @@ def _target_param(request: Request) -> str:
 Endpoint = Callable[[Request], Awaitable[Response]]
 
 
-def routes_for(source: ObservabilitySource, auth: Auth) -> list[BaseRoute]:
-    """The endpoints over ``source``, each behind a read-scope token check."""
+def routes_for(
+    source: ObservabilitySource, auth: Auth, *, extra_metrics: Sequence[Collector] = ()
+) -> list[BaseRoute]:
+    """The endpoints over ``source``, each behind a read-scope token check;
+    ``extra_metrics`` are more prometheus_client collectors for ``/metrics``."""
     registry = make_registry(source)
+    for collector in extra_metrics:
+        registry.register(collector)
 
     def guarded(handler: Callable[[Request], Response]) -> Endpoint:
         async def run(request: Request) -> Response:
@@ -243,10 +250,11 @@ def routes_for(source: ObservabilitySource, auth: Auth) -> list[BaseRoute]:
 
 
 def routes(ctx: ServerContext) -> list[BaseRoute]:
-    """The collector's endpoints: a ``CollectorView`` fed by the ingest path."""
+    """The collector's endpoints: a ``CollectorView`` fed by the ingest path; ``/metrics``
+    also has the live streams' counters."""
     view = CollectorView()
     ctx.ingest_observers.append(view.observe)
-    return routes_for(view, ctx.auth)
+    return routes_for(view, ctx.auth, extra_metrics=(LiveHubMetrics(ctx.live),))
 
 
 def observability_app(source: ObservabilitySource, *, auth: Auth) -> Starlette:

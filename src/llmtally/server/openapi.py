@@ -33,7 +33,10 @@ from ..query import (
 )
 from .analytics import ClearResponse, ParamErrorBody, StatsResponse
 from .context import ServerContext
+from .dashboard.data import RANGES
+from .dashboard.route import DASHBOARD_PATH, PANELS_PATH
 from .ingest import INGEST_PATH
+from .live_route import LIVE_PATH
 from .responses import ErrorBody
 
 __all__ = ["OPENAPI_PATH", "OPERATIONS", "HealthResponse", "Operation", "build_openapi", "routes"]
@@ -176,6 +179,48 @@ OPERATIONS: Final[dict[tuple[str, str], Operation]] = {
     ("/analytics/clear", "post"): Operation(
         "Delete every event and rollup", "admin", ClearResponse
     ),
+    (LIVE_PATH, "get"): Operation(
+        "Server-sent events of each newly stored event: `id: <event_id>`, `event: event`, "
+        "`data: <Protocol 012 JSON>`; `: keepalive` comments every 15 s; `Last-Event-ID` "
+        "replays recent events. Never ends on its own.",
+        "read",
+        None,
+        [
+            _query("model", _TEXT, "Only this model."),
+            _query("provider", _TEXT, "Only this provider."),
+            _query("agent_id", _TEXT, "Only this agent."),
+            _query(
+                "event_type",
+                {"enum": ["llm_request_completed", "llm_request_failed"]},
+                "Only this event type.",
+            ),
+        ],
+        media_type="text/event-stream",
+        extra_responses={"503": "Too many live streams, or shutting down (Retry-After)"},
+    ),
+    (DASHBOARD_PATH, "get"): Operation(
+        "The dashboard (HTML). `?token=<read token>` signs in: a read-session cookie "
+        "(HttpOnly, SameSite=Strict) and a redirect without the token.",
+        "read",
+        None,
+        [
+            _query("range", {"enum": list(RANGES), "default": "1h"}, "Time range."),
+            _query("target", {"type": "string"}, "SLO success target, e.g. 0.999."),
+            _query("token", {"type": "string"}, "A read token, exchanged for a cookie."),
+        ],
+        media_type="text/html",
+        extra_responses={"303": "Signed in: the cookie is set, go to the dashboard"},
+    ),
+    (PANELS_PATH, "get"): Operation(
+        "The dashboard's panels (an HTML fragment)",
+        "read",
+        None,
+        [
+            _query("range", {"enum": list(RANGES), "default": "1h"}, "Time range."),
+            _query("target", {"type": "string"}, "SLO success target, e.g. 0.999."),
+        ],
+        media_type="text/html",
+    ),
 }
 
 _TYPES: Final = (
@@ -229,6 +274,8 @@ def _operation(op: Operation, path: str, method: str) -> dict[str, Any]:
                 "application/x-ndjson": {"schema": {"type": "string"}},
             },
         }
+    elif op.media_type != "application/json":
+        ok = {"description": "OK", **_content({"type": "string"}, op.media_type)}
     else:
         ok = {"description": "OK", **_content({"type": "object"})}
     responses: dict[str, Any] = {"200": ok}

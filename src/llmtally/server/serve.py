@@ -13,7 +13,9 @@ import copy
 import importlib.util
 import logging
 import signal
+import socket
 import types
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
@@ -56,6 +58,20 @@ class ServeOptions:
     log_level: str = "info"
     access_log: bool = False
     shutdown_timeout: int = 30
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, telling the app when a graceful shutdown begins: live event
+    streams never end on their own, and would otherwise hold the shutdown up until
+    ``shutdown_timeout``."""
+
+    def __init__(self, config: uvicorn.Config, on_shutdown: Callable[[], None]) -> None:
+        super().__init__(config)
+        self._on_shutdown = on_shutdown
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        self._on_shutdown()
+        await super().shutdown(sockets)
 
 
 class _Stopped(BaseException):
@@ -167,7 +183,7 @@ def serve(options: ServeOptions, environ: dict[str, str]) -> int:
         timeout_graceful_shutdown=options.shutdown_timeout,
         server_header=False,
     )
-    server = uvicorn.Server(config)
+    server = _Server(config, app.state.llmtally.live.close)
     url = _url(options.host, options.port)
     if auth.insecure:
         logger.warning(
