@@ -157,7 +157,12 @@ def test_wire_decoding_ignores_unknown_fields_and_validates() -> None:
     wire["prompt"] = "secret user text"
     decoded = decode_wire_event(msgspec.json.encode(wire))
     assert not hasattr(decoded, "prompt")
-    for field, bad in [("input_tokens", -1), ("event_id", "not-a-uuid"), ("model", "")]:
+    for field, bad in [
+        ("input_tokens", -1),
+        ("event_id", "not-a-uuid"),
+        ("event_id", wire["event_id"] + "\n"),  # would defeat deduplication by id
+        ("model", ""),
+    ]:
         broken = dict(wire, **{field: bad})
         with pytest.raises(msgspec.ValidationError):
             decode_wire_event(msgspec.json.encode(broken))

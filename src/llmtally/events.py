@@ -267,7 +267,8 @@ def decode_events(data: bytes | str) -> list[AnalyticsEvent]:
 # --- Protocol 012 wire form -------------------------------------------------------------
 
 _UUID_PATTERN: Final = (
-    "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+    # ``(?!\n)``: in Python, a bare ``$`` also matches before a final newline.
+    r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}(?!\n)$"
 )
 _MAX_COUNT: Final = 2**53 - 1  # exact in every JSON reader
 _Count = Annotated[int, msgspec.Meta(ge=0, le=_MAX_COUNT)]
