@@ -1,5 +1,6 @@
 """Queries over a storage: ``events`` (keyset pages), ``aggregate`` (per window and
-group, from rollups) and ``export`` (CSV, JSON or JSON Lines, streamed).
+group, from rollups), ``timeseries`` (one metric per bucket and group, for charts) and
+``export`` (CSV, JSON or JSON Lines, streamed).
 
 All take a ``QueryStorage`` (SQLite, PostgreSQL or memory) and times in unix
 milliseconds, ranges half-open (``start_ms <= t < end_ms``). A bad argument raises
@@ -28,26 +29,46 @@ from ._types import (
 from .aggregate import aggregate
 from .events import events
 from .export import CSV_COLUMNS, export, neutralise
+from .fill import FILLS, Fill, fill
+from .timeseries import (
+    AGGREGATIONS,
+    METRICS,
+    Aggregation,
+    Series,
+    SeriesMetric,
+    TimeSeriesResult,
+    timeseries,
+)
 
 __all__ = [
+    "AGGREGATIONS",
     "CSV_COLUMNS",
+    "FILLS",
     "FORMATS",
     "GROUP_BY",
     "MAX_BUCKETS",
     "MAX_CELLS",
     "MAX_LIMIT",
+    "METRICS",
     "WINDOWS",
     "AggregateGroup",
     "AggregateResult",
+    "Aggregation",
     "EventPage",
     "EventRecord",
     "ExportFormat",
+    "Fill",
     "GroupBy",
     "LatencyStats",
     "QueryError",
+    "Series",
+    "SeriesMetric",
+    "TimeSeriesResult",
     "Window",
     "aggregate",
     "events",
     "export",
+    "fill",
     "neutralise",
+    "timeseries",
 ]
