@@ -18,6 +18,7 @@ import msgspec
 __all__ = [
     "SYNCED_EVENT_TYPES",
     "AnalyticsEvent",
+    "AnomalyDetected",
     "BudgetThresholdReached",
     "EventPayload",
     "EventType",
@@ -47,6 +48,7 @@ EventType: TypeAlias = Literal[
     "budget_threshold_reached",
     "router_started",
     "router_stopped",
+    "anomaly_detected",
 ]
 PricingStatus: TypeAlias = Literal["priced", "unpriced"]
 
@@ -137,8 +139,31 @@ class RouterStopped(
     total_cost_micros: int = 0
 
 
+class AnomalyDetected(
+    msgspec.Struct, frozen=True, kw_only=True, tag="anomaly_detected", tag_field="event_type"
+):
+    """A per-minute series left its baseline (``llmtally.analysis.anomaly``): ``metric``
+    (``request_rate``, ``error_rate``, ``p95_latency_ms``, ``cost_rate`` in nano-dollars
+    per minute) of the ``dim`` (``model``/``provider``) ``value`` in the minute starting
+    at ``minute_ms``; ``score`` is the robust z-score (negative for a drop)."""
+
+    dim: str
+    value: str
+    metric: str
+    kind: Literal["spike", "drop"]
+    minute_ms: int
+    observed: int | float
+    baseline: int | float
+    score: float
+
+
 EventPayload: TypeAlias = (
-    LlmRequestCompleted | LlmRequestFailed | BudgetThresholdReached | RouterStarted | RouterStopped
+    LlmRequestCompleted
+    | LlmRequestFailed
+    | BudgetThresholdReached
+    | RouterStarted
+    | RouterStopped
+    | AnomalyDetected
 )
 
 
@@ -183,6 +208,7 @@ _TYPE_OF: Final[dict[type, EventType]] = {
     BudgetThresholdReached: "budget_threshold_reached",
     RouterStarted: "router_started",
     RouterStopped: "router_stopped",
+    AnomalyDetected: "anomaly_detected",
 }
 
 _encoder: Final = msgspec.json.Encoder()

@@ -27,9 +27,10 @@ from starlette.routing import BaseRoute, Route
 
 from ..storage.base import EventStorage, QueryStorage
 from ..storage.retention import DEFAULT_RETENTION_INTERVAL_S, run_retention
-from . import analytics, ingest, observability, openapi
+from . import analytics, ingest, observability, openapi, trends
 from .auth import Auth
 from .context import DEFAULT_MAX_BATCH, DEFAULT_MAX_BODY_BYTES, ServerContext
+from .detector import DEFAULT_DETECT_INTERVAL_S, run_detector
 from .responses import exception_handlers, json_response
 
 __all__ = ["HEALTH_PATH", "RouteFactory", "create_app"]
@@ -43,6 +44,7 @@ RouteFactory = Callable[[ServerContext], Sequence[BaseRoute]]
 ROUTE_MODULES: Final[tuple[RouteFactory, ...]] = (
     ingest.routes,
     analytics.routes,
+    trends.routes,
     observability.routes,
     openapi.routes,
 )
@@ -64,6 +66,7 @@ def create_app(
     own_storage: bool = False,
     extra_routes: RouteFactory | None = None,
     retention_interval_s: float | None = DEFAULT_RETENTION_INTERVAL_S,
+    detect_interval_s: float | None = DEFAULT_DETECT_INTERVAL_S,
 ) -> Starlette:
     """The collector app over ``storage``.
 
@@ -72,8 +75,9 @@ def create_app(
     Otherwise the caller owns it. ``extra_routes`` adds routes that share the same
     context (storage, auth, limits). With ``own_storage=True`` and a storage that
     expires data (``QueryStorage``), a background task runs ``expire`` every
-    ``retention_interval_s`` seconds (``None``: never). Raises ``ValueError`` for
-    non-positive limits.
+    ``retention_interval_s`` seconds (``None``: never), and the anomaly detector
+    (``detector.run_detector``) every ``detect_interval_s`` seconds (``None``: never).
+    Raises ``ValueError`` for non-positive limits.
     """
     ctx = ServerContext(
         storage=storage, auth=auth, max_body_bytes=max_body_bytes, max_batch=max_batch
@@ -94,6 +98,15 @@ def create_app(
             async with anyio.create_task_group() as tg:
                 if retention_interval_s is not None and isinstance(storage, QueryStorage):
                     tg.start_soon(partial(run_retention, storage, interval_s=retention_interval_s))
+                if detect_interval_s is not None and isinstance(storage, QueryStorage):
+                    tg.start_soon(
+                        partial(
+                            run_detector,
+                            storage,
+                            interval_s=detect_interval_s,
+                            write_lock=ctx.write_lock,
+                        )
+                    )
                 try:
                     yield
                 finally:
