@@ -144,8 +144,10 @@ class AnomalyDetected(
 ):
     """A per-minute series left its baseline (``llmtally.analysis.anomaly``): ``metric``
     (``request_rate``, ``error_rate``, ``p95_latency_ms``, ``cost_rate`` in nano-dollars
-    per minute) of the ``dim`` (``model``/``provider``) ``value`` in the minute starting
-    at ``minute_ms``; ``score`` is the robust z-score (negative for a drop)."""
+    per minute) of the ``dim`` (``model``/``provider``) ``value``, in an episode whose
+    first minute starts at ``minute_ms``. ``observed`` (per minute) is over the
+    ``window_minutes`` ending with that minute; ``score`` is the test's z-score (negative
+    for a drop). One event per episode."""
 
     dim: str
     value: str
@@ -155,6 +157,7 @@ class AnomalyDetected(
     observed: int | float
     baseline: int | float
     score: float
+    window_minutes: int = 1
 
 
 EventPayload: TypeAlias = (

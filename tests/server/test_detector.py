@@ -1,5 +1,6 @@
 """The detector loop over real storage (SQLite, PostgreSQL): judges closed minutes of the
-minute rollups, stores each anomaly once — across passes and restarts — and lists them."""
+minute rollups, stores each anomaly episode once — across passes and restarts — and lists
+them."""
 
 from __future__ import annotations
 
@@ -23,11 +24,12 @@ SPIKE = 80  # the minute with 6x the traffic
 SETTLE_S = 90.0
 
 
-def traffic() -> list[AnalyticsEvent]:
-    """90 minutes of 25-35 requests/minute of one model, and 180 in minute ``SPIKE``."""
+def traffic(spike_minutes: int = 1) -> list[AnalyticsEvent]:
+    """90 minutes of 25-35 requests/minute of one model, and 180 in the
+    ``spike_minutes`` from minute ``SPIKE``."""
     events = []
     for m in range(90):
-        n = 180 if m == SPIKE else 25 + (m * 7) % 11
+        n = 180 if SPIKE <= m < SPIKE + spike_minutes else 25 + (m * 7) % 11
         events += [
             request(T0 + m * MINUTE_MS + i * 300, duration_ms=300.0 + (i * 37) % 50)
             for i in range(n)
@@ -74,6 +76,7 @@ async def test_a_spike_is_found_stored_once_and_listed(storage: QueryStorage) ->
         p = e.payload
         assert isinstance(p, AnomalyDetected)
         assert e.event_id == anomaly_event_id(p.dim, p.value, p.metric, p.minute_ms)
+        assert p.window_minutes == 1
         assert p.observed == (180 if p.metric == "request_rate" else 180 * 1_000)
         assert p.baseline < 40 * (1 if p.metric == "request_rate" else 1_000)
     # A restart judges the same minutes again: nothing new is stored.
@@ -96,6 +99,19 @@ async def test_open_minutes_and_warm_up_are_not_judged(storage: QueryStorage) ->
     assert await one_pass(storage, T0 + 90 * MINUTE_MS + 100_000, config=cfg) == []
     # Now settled, with the default configuration.
     assert len(await one_pass(storage, T0 + (SPIKE + 1) * MINUTE_MS + 95_000)) == 4
+
+
+async def test_an_episode_over_several_passes_is_stored_once(storage: QueryStorage) -> None:
+    await storage.ingest(traffic(spike_minutes=6))
+    settled = int(SETTLE_S * 1000) + 5_000
+    first = await one_pass(storage, T0 + (SPIKE + 1) * MINUTE_MS + settled)
+    assert {e.timestamp_ms for e in first} == {T0 + SPIKE * MINUTE_MS}
+    assert len(first) == 4
+    # Later passes (and restarts) judge the episode's other minutes: nothing new.
+    for end in range(SPIKE + 2, 90):
+        assert await one_pass(storage, T0 + end * MINUTE_MS + settled) == []
+    page = await anomalies(storage, T0, T0 + 90 * MINUTE_MS)
+    assert page.count == 4
 
 
 def test_anomaly_ids_are_deterministic_time_ordered_uuids() -> None:

@@ -1,7 +1,7 @@
 """``anomalies``: the stored ``anomaly_detected`` events of a range, newest first.
 
-The detector (``llmtally.server.detector``) stores one event per (series, metric, minute),
-timestamped with the minute it judged; this reads them back for ``GET
+The detector (``llmtally.server.detector``) stores one event per (series, metric, episode),
+timestamped with the episode's first minute; this reads them back for ``GET
 /analytics/anomalies`` and the dashboard (``recent_anomalies``).
 """
 
@@ -24,11 +24,12 @@ _PAGE: Final = 1_000
 
 
 class AnomalyRecord(msgspec.Struct, frozen=True, kw_only=True, gc=False):
-    """One detected anomaly: ``metric`` of the ``dim`` ``value`` (a model or provider)
-    was a ``kind`` (``spike``/``drop``) in the minute starting at ``minute_ms``
-    (``timestamp``: the same, in unix seconds). ``observed`` and ``baseline`` are in the
+    """One detected anomaly episode: ``metric`` of the ``dim`` ``value`` (a model or
+    provider) had a ``kind`` (``spike``/``drop``) starting in the minute at ``minute_ms``
+    (``timestamp``: the same, in unix seconds). ``observed`` (over the
+    ``window_minutes`` ending with that minute) and ``baseline`` are per minute in the
     metric's unit (requests/minute, failed/requests, ms, nano-dollars/minute); ``score``
-    is the robust z-score."""
+    is the test's z-score."""
 
     event_id: str
     timestamp: int
@@ -40,6 +41,7 @@ class AnomalyRecord(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     observed: int | float
     baseline: int | float
     score: float
+    window_minutes: int = 1
 
 
 class AnomalyPage(msgspec.Struct, frozen=True, kw_only=True, gc=False):
@@ -68,6 +70,7 @@ def record_of_anomaly(event: AnalyticsEvent) -> AnomalyRecord | None:
         observed=p.observed,
         baseline=p.baseline,
         score=p.score,
+        window_minutes=p.window_minutes,
     )
 
 

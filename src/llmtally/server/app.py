@@ -25,6 +25,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from ..analysis.anomaly import DetectorConfig
 from ..storage.base import EventStorage, QueryStorage
 from ..storage.retention import DEFAULT_RETENTION_INTERVAL_S, run_retention
 from . import analytics, ingest, observability, openapi, trends
@@ -67,6 +68,7 @@ def create_app(
     extra_routes: RouteFactory | None = None,
     retention_interval_s: float | None = DEFAULT_RETENTION_INTERVAL_S,
     detect_interval_s: float | None = DEFAULT_DETECT_INTERVAL_S,
+    detector_config: DetectorConfig | None = None,
 ) -> Starlette:
     """The collector app over ``storage``.
 
@@ -76,8 +78,8 @@ def create_app(
     context (storage, auth, limits). With ``own_storage=True`` and a storage that
     expires data (``QueryStorage``), a background task runs ``expire`` every
     ``retention_interval_s`` seconds (``None``: never), and the anomaly detector
-    (``detector.run_detector``) every ``detect_interval_s`` seconds (``None``: never).
-    Raises ``ValueError`` for non-positive limits.
+    (``detector.run_detector``, with ``detector_config``) every ``detect_interval_s``
+    seconds (``None``: never). Raises ``ValueError`` for non-positive limits.
     """
     ctx = ServerContext(
         storage=storage, auth=auth, max_body_bytes=max_body_bytes, max_batch=max_batch
@@ -103,6 +105,7 @@ def create_app(
                         partial(
                             run_detector,
                             storage,
+                            config=detector_config,
                             interval_s=detect_interval_s,
                             write_lock=ctx.write_lock,
                         )

@@ -1,17 +1,20 @@
 """The anomaly detector's loop: judge each closed minute of each model and provider, store
-what is anomalous as ``anomaly_detected`` events. The collector runs it in its lifespan.
+each anomaly episode as one ``anomaly_detected`` event. The collector runs it in its
+lifespan.
 
 Every ``interval_s`` the loop judges the minutes that closed since its last pass: a
 minute is closed ``settle_s`` after it ends (routers sync every 30 s, so a minute's events
-arrive up to then). It reads the minute rollups of those minutes and of the
-``baseline_minutes`` before them (``scan_rollups``, ``dim`` ``model`` and ``provider``),
-and judges each series with ``llmtally.analysis.anomaly.judge`` in a worker thread.
+arrive up to then). It reads the minute rollups of those minutes and of the history the
+detector needs before them (``DetectorConfig.history_minutes`` plus
+``episode_gap_minutes``; ``scan_rollups``, ``dim`` ``model`` and ``provider``), and finds
+the episodes that start in them with ``llmtally.analysis.anomaly.episodes`` in a worker
+thread.
 
-Idempotent: an anomaly's event id is derived from (dim, value, metric, minute)
-(``anomaly_event_id``), and ``storage.ingest`` stores each id once — so a restart that
-judges the same minutes again, or several collector replicas judging the same minutes,
-store each anomaly once. After a start (or a failed pass) it catches up on at most
-``catch_up_minutes``.
+Idempotent: an anomaly's event id is derived from (dim, value, metric, episode start
+minute) (``anomaly_event_id``), the episodes are a pure function of the rollups, and
+``storage.ingest`` stores each id once — so a restart that judges the same minutes again,
+or several collector replicas judging the same minutes, store each anomaly once. After a
+start (or a failed pass) it catches up on at most ``catch_up_minutes``.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from typing import Final, NoReturn
 
 import anyio
 
-from ..analysis.anomaly import DetectorConfig, Finding, MinuteSample, judge
+from ..analysis.anomaly import DetectorConfig, Finding, MinuteSample, episodes
 from ..events import AnalyticsEvent, AnomalyDetected
 from ..storage.base import Cursor, QueryStorage, RollupRow
 from ..storage.rollups import MINUTE_MS, rollup_from_row
@@ -63,7 +66,8 @@ def anomaly_event_id(dim: str, value: str, metric: str, minute_ms: int) -> str:
 
 
 def anomaly_event(dim: str, value: str, minute_ms: int, finding: Finding) -> AnalyticsEvent:
-    """The ``anomaly_detected`` event for ``finding`` in the minute at ``minute_ms``."""
+    """The ``anomaly_detected`` event of an episode that starts with ``finding`` in the
+    minute at ``minute_ms``."""
     return AnalyticsEvent(
         event_id=anomaly_event_id(dim, value, finding.metric, minute_ms),
         timestamp_ms=minute_ms,
@@ -76,14 +80,21 @@ def anomaly_event(dim: str, value: str, minute_ms: int, finding: Finding) -> Ana
             observed=finding.observed,
             baseline=finding.baseline,
             score=round(finding.score, 3),
+            window_minutes=finding.window,
         ),
     )
 
 
 def _judge_rows(
-    dim: str, rows: Sequence[RollupRow], lo_ms: int, hi_ms: int, config: DetectorConfig
+    dim: str,
+    rows: Sequence[RollupRow],
+    read_from: int,
+    lo_ms: int,
+    hi_ms: int,
+    config: DetectorConfig,
 ) -> list[AnalyticsEvent]:
-    """The anomalies of the minutes in ``[lo_ms, hi_ms)`` of every series in ``rows``."""
+    """The anomaly episodes starting in ``[lo_ms, hi_ms)`` of every series in ``rows``
+    (which hold the minutes from ``read_from``)."""
     series: dict[str, dict[int, MinuteSample]] = {}
     for start_ms, value, stored in rows:
         per_minute = series.get(value)
@@ -99,11 +110,13 @@ def _judge_rows(
     if len(series) >= MAX_SERIES:
         logger.warning("more than %d %s series: only the first are judged", MAX_SERIES, dim)
     out: list[AnalyticsEvent] = []
-    span = config.baseline_minutes * MINUTE_MS
+    judged = (hi_ms - lo_ms) // MINUTE_MS
     for value, samples in series.items():
-        for minute in range(lo_ms, hi_ms, MINUTE_MS):
-            history = [samples.get(m) for m in range(minute - span, minute + 1, MINUTE_MS)]
-            out.extend(anomaly_event(dim, value, minute, f) for f in judge(history, config))
+        history = [samples.get(m) for m in range(read_from, hi_ms, MINUTE_MS)]
+        out.extend(
+            anomaly_event(dim, value, read_from + e.start * MINUTE_MS, e.finding)
+            for e in episodes(history, config, judged=judged)
+        )
     return out
 
 
@@ -115,12 +128,14 @@ async def detect_minutes(
     *,
     dims: Sequence[str] = DIMS,
 ) -> list[AnalyticsEvent]:
-    """The ``anomaly_detected`` events of the minutes in ``[lo_ms, hi_ms)`` (minute
-    aligned), oldest first per series; nothing is stored. Storage errors propagate."""
+    """The ``anomaly_detected`` events of the episodes that start in ``[lo_ms, hi_ms)``
+    (minute aligned), oldest first per series; nothing is stored. Storage errors
+    propagate."""
     out: list[AnalyticsEvent] = []
     if lo_ms >= hi_ms:
         return out
-    read_from = lo_ms - config.baseline_minutes * MINUTE_MS
+    before = config.history_minutes + config.episode_gap_minutes
+    read_from = lo_ms - before * MINUTE_MS
     for dim in dims:
         rows: list[RollupRow] = []
         after: Cursor | None = None
@@ -132,7 +147,9 @@ async def detect_minutes(
             if len(page) < _PAGE:
                 break
             after = (page[-1][0], page[-1][1])
-        out.extend(await anyio.to_thread.run_sync(_judge_rows, dim, rows, lo_ms, hi_ms, config))
+        out.extend(
+            await anyio.to_thread.run_sync(_judge_rows, dim, rows, read_from, lo_ms, hi_ms, config)
+        )
     return out
 
 
