@@ -38,7 +38,10 @@ with window/baseline length), so longer windows are not overconfident.
 A window is a *spike* when its score is at least ``sensitivity`` **and** it is at least
 ``min_ratio`` times the baseline; a *drop* when both hold downwards. The score keeps noise
 at low volume quiet; the ratio keeps tiny-but-significant wiggles (and a baseline lagging a
-daily trend) quiet at high volume. Per metric and direction the strongest window wins.
+daily trend) quiet at high volume. A one-minute window needs ``single_minute_margin`` more
+score: it is tested most often and pools nothing, so its noise is the least normal (one
+costly request, a burst); longer windows are the persistence requirement. Per metric and
+direction the strongest window wins.
 
 **Minimum volume** (per window, so a quiet series is judged on its pooled windows):
 requests and cost need ``min_requests`` requests expected in the window (drops) or the
@@ -46,10 +49,12 @@ larger of observed and expected (spikes); error-rate spikes also need ``min_erro
 failures, error-rate drops ``min_errors`` expected failures; latency needs
 ``min_latency_samples`` samples in the window, from minutes of at least a quarter of that.
 Nothing is judged until ``warmup_minutes`` of the baseline have traffic; the baseline
-starts at the series' first request in it. Statistically, a
-5× drop of a count is only visible when the baseline expects about 40 events (requests,
-failures) in a window that fits inside the drop (at sensitivity 5, found 9 times in 10);
-below that no test can tell it from noise without many false alarms.
+starts at the series' first request in it. Statistically, a 5× drop of a count is only
+visible when the baseline expects about 40 events (38 requests or failures, found 9 times
+in 10 by an ideal test at sensitivity 5) over the drop; a 5× spike needs about 6. A 5%
+error rate falling to 1% for 10 minutes is therefore visible from about 76 requests/minute,
+for 3 minutes from about 250; below that no test can tell it from noise without many false
+alarms (``bench/README.md``).
 
 **Episodes** (``episodes``): consecutive flagged minutes of one metric and direction, with
 gaps shorter than ``episode_gap_minutes``, are one episode, reported once at its first
@@ -255,87 +260,86 @@ def _verdict(
     return None
 
 
+class _Tally(NamedTuple):
+    """The trailing window's sums."""
+
+    minutes: int = 0
+    requests: int = 0
+    failed: int = 0
+    cost: int = 0
+    latency_minutes: int = 0
+    latency_samples: int = 0
+    log_p95_sum: float = 0.0  # sample-weighted
+
+    def add(self, m: MinuteSample, per_minute: int) -> _Tally:
+        """These sums and minute ``m`` (its p95 counts with ``per_minute`` samples)."""
+        lat_minutes, lat_samples, log_sum = 0, 0, 0.0
+        if m.p95_ms is not None and m.p95_ms > 0 and m.latency_samples >= per_minute:
+            lat_minutes, lat_samples = 1, m.latency_samples
+            log_sum = m.latency_samples * math.log(m.p95_ms)
+        return _Tally(
+            self.minutes + 1,
+            self.requests + m.requests,
+            self.failed + m.failed,
+            self.cost + m.cost_nanos,
+            self.latency_minutes + lat_minutes,
+            self.latency_samples + lat_samples,
+            self.log_p95_sum + log_sum,
+        )
+
+
 def _judge_window(
-    recent: Sequence[MinuteSample], base: _Baseline, m: int, cfg: DetectorConfig
-) -> list[Finding]:
-    w = len(recent)
-    out: list[Finding] = []
-    inflate = 1 + _MEDIAN_VARIANCE * w / m  # the baseline's own uncertainty
-    n = sum(s.requests for s in recent)
+    tally: _Tally, base: _Baseline, m: int, cfg: DetectorConfig
+) -> list[Finding | None]:
+    w, n = tally.minutes, tally.requests
+    deflate = math.sqrt(1 + _MEDIAN_VARIANCE * w / m)  # the baseline's own uncertainty
     expected_n = base.requests * w
     spike_ok = max(n, expected_n) >= cfg.min_requests
     drop_ok = expected_n >= cfg.min_requests
+    out: list[Finding | None] = []
     if expected_n > 0:
-        z = _poisson_z(n / base.request_dispersion, expected_n / base.request_dispersion)
-        f = _verdict(
-            "request_rate",
-            w,
-            n / w,
-            base.requests,
-            z / math.sqrt(inflate),
-            cfg,
-            spike_ok=spike_ok,
-            drop_ok=drop_ok,
-        )
-        if f is not None:
-            out.append(f)
-    if base.error_p is not None and n >= cfg.min_requests:
-        failed = sum(s.failed for s in recent)
-        p = base.error_p
-        z = _binomial_z(failed, n, p) / math.sqrt(1 + _MEDIAN_VARIANCE * n / base.error_requests)
-        f = _verdict(
-            "error_rate",
-            w,
-            failed / n,
-            p,
-            z,
-            cfg,
-            spike_ok=failed >= cfg.min_errors,
-            drop_ok=n * p >= cfg.min_errors,
-        )
-        if f is not None:
-            out.append(f)
-    if base.log_p95 is not None:
-        per_minute = max(1, cfg.min_latency_samples // 4)
-        lat = [
-            (s.latency_samples, math.log(s.p95_ms))
-            for s in recent
-            if s.p95_ms is not None and s.p95_ms > 0 and s.latency_samples >= per_minute
-        ]
-        samples = sum(k for k, _ in lat)
-        if samples >= cfg.min_latency_samples:
-            x = sum(k * v for k, v in lat) / samples
-            spread = base.log_p95_scale * math.sqrt(
-                1 / len(lat) + _MEDIAN_VARIANCE / base.latency_minutes
+        phi = base.request_dispersion
+        z = _poisson_z(n / phi, expected_n / phi) / deflate
+        out.append(
+            _verdict(
+                "request_rate", w, n / w, base.requests, z, cfg, spike_ok=spike_ok, drop_ok=drop_ok
             )
-            z = (x - base.log_p95) / spread
-            f = _verdict(
-                "p95_latency_ms",
+        )
+    if base.error_p is not None and n >= cfg.min_requests:
+        p = base.error_p
+        z = _binomial_z(tally.failed, n, p)
+        z /= math.sqrt(1 + _MEDIAN_VARIANCE * n / base.error_requests)
+        ok_spike, ok_drop = tally.failed >= cfg.min_errors, n * p >= cfg.min_errors
+        out.append(
+            _verdict(
+                "error_rate", w, tally.failed / n, p, z, cfg, spike_ok=ok_spike, drop_ok=ok_drop
+            )
+        )
+    if base.log_p95 is not None and tally.latency_samples >= cfg.min_latency_samples:
+        x = tally.log_p95_sum / tally.latency_samples
+        spread = base.log_p95_scale * math.sqrt(
+            1 / tally.latency_minutes + _MEDIAN_VARIANCE / base.latency_minutes
+        )
+        z = (x - base.log_p95) / spread
+        observed, baseline = math.exp(x), math.exp(base.log_p95)
+        out.append(
+            _verdict("p95_latency_ms", w, observed, baseline, z, cfg, spike_ok=True, drop_ok=True)
+        )
+    if base.cost_unit > 0:
+        unit = base.cost_unit
+        z = _poisson_z(tally.cost / unit, base.cost * w / unit) / deflate
+        out.append(
+            _verdict(
+                "cost_rate",
                 w,
-                math.exp(x),
-                math.exp(base.log_p95),
+                tally.cost // w,
+                base.cost,
                 z,
                 cfg,
-                spike_ok=True,
-                drop_ok=True,
+                spike_ok=spike_ok,
+                drop_ok=drop_ok,
             )
-            if f is not None:
-                out.append(f)
-    if base.cost_unit > 0:
-        cost = sum(s.cost_nanos for s in recent)
-        z = _poisson_z(cost / base.cost_unit, base.cost * w / base.cost_unit)
-        f = _verdict(
-            "cost_rate",
-            w,
-            cost // w,
-            base.cost,
-            z / math.sqrt(inflate),
-            cfg,
-            spike_ok=spike_ok,
-            drop_ok=drop_ok,
         )
-        if f is not None:
-            out.append(f)
     return out
 
 
@@ -350,10 +354,16 @@ def _judge_at(history: Sequence[MinuteSample | None], t: int, cfg: DetectorConfi
     if sum(1 for m in window if m.requests) < cfg.warmup_minutes:
         return []
     base = _baseline(window, cfg)
+    per_minute = max(1, cfg.min_latency_samples // 4)
     best: dict[tuple[str, str], Finding] = {}
-    for w in sorted(cfg.windows):
-        recent = [m or _EMPTY for m in history[t + 1 - w : t + 1]]
-        for f in _judge_window(recent, base, len(window), cfg):
+    tally = _Tally()
+    for i in range(longest):
+        tally = tally.add(history[t - i] or _EMPTY, per_minute)
+        if tally.minutes not in cfg.windows:
+            continue
+        for f in _judge_window(tally, base, len(window), cfg):
+            if f is None:
+                continue
             key = (f.metric, f.kind)
             if key not in best or abs(f.score) > abs(best[key].score):
                 best[key] = f
