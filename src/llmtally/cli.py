@@ -9,6 +9,7 @@ entry in ``_commands()``; heavy imports happen only when that subcommand runs.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -44,6 +45,20 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1: {value}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    return 0 if text.strip() == "0" else _positive_int(text)
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 < value < math.inf:
+        raise argparse.ArgumentTypeError(f"must be a positive number: {value}")
     return value
 
 
@@ -111,6 +126,18 @@ def _add_serve_arguments(p: argparse.ArgumentParser) -> None:
         help="log verbosity",
     )
     p.add_argument("--access-log", action="store_true", help="log every request")
+    p.add_argument(
+        "--detect-interval",
+        type=_non_negative_int,
+        default=60,
+        help="seconds between anomaly-detection passes over closed minutes (0: no detection)",
+    )
+    p.add_argument(
+        "--anomaly-sensitivity",
+        type=_positive_float,
+        default=5.0,
+        help="z-score an anomaly must reach (higher: fewer, surer anomalies)",
+    )
 
 
 def _run_serve(args: argparse.Namespace) -> int:
@@ -129,6 +156,8 @@ def _run_serve(args: argparse.Namespace) -> int:
         log_level=args.log_level,
         access_log=args.access_log,
         shutdown_timeout=args.shutdown_timeout,
+        detect_interval_s=args.detect_interval or None,
+        anomaly_sensitivity=args.anomaly_sensitivity,
     )
     try:
         return serve(options, dict(os.environ))

@@ -35,6 +35,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "SYNCED_EVENT_TYPES",
     "AnalyticsEvent",
+    "AnomalyDetected",
     "BudgetThresholdReached",
     "EventPayload",
     "EventType",
@@ -67,6 +68,7 @@ EventType: TypeAlias = Literal[
     "budget_threshold_reached",
     "router_started",
     "router_stopped",
+    "anomaly_detected",
 ]
 PricingStatus: TypeAlias = Literal["priced", "unpriced"]
 
@@ -157,8 +159,34 @@ class RouterStopped(
     total_cost_micros: int = 0
 
 
+class AnomalyDetected(
+    msgspec.Struct, frozen=True, kw_only=True, tag="anomaly_detected", tag_field="event_type"
+):
+    """A per-minute series left its baseline (``llmtally.analysis.anomaly``): ``metric``
+    (``request_rate``, ``error_rate``, ``p95_latency_ms``, ``cost_rate`` in nano-dollars
+    per minute) of the ``dim`` (``model``/``provider``) ``value``, in an episode whose
+    first minute starts at ``minute_ms``. ``observed`` (per minute) is over the
+    ``window_minutes`` ending with that minute; ``score`` is the test's z-score (negative
+    for a drop). One event per episode."""
+
+    dim: str
+    value: str
+    metric: str
+    kind: Literal["spike", "drop"]
+    minute_ms: int
+    observed: int | float
+    baseline: int | float
+    score: float
+    window_minutes: int = 1
+
+
 EventPayload: TypeAlias = (
-    LlmRequestCompleted | LlmRequestFailed | BudgetThresholdReached | RouterStarted | RouterStopped
+    LlmRequestCompleted
+    | LlmRequestFailed
+    | BudgetThresholdReached
+    | RouterStarted
+    | RouterStopped
+    | AnomalyDetected
 )
 
 
@@ -217,6 +245,7 @@ _TYPE_OF: Final[dict[type, EventType]] = {
     BudgetThresholdReached: "budget_threshold_reached",
     RouterStarted: "router_started",
     RouterStopped: "router_stopped",
+    AnomalyDetected: "anomaly_detected",
 }
 
 _DEFAULT_SEVERITY: Final[dict[type, Severity]] = {

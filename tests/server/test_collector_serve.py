@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx2
 import pytest
 
-from llmtally.cli import main
+from llmtally.cli import build_parser, main
 
 from .collector import (
     EVENTS_PATH,
@@ -77,6 +77,9 @@ def test_unusable_database_is_one_line_and_exit_1(tmp_path: Path) -> None:
         pytest.param([], id="no-command"),
         pytest.param(["serve", "--port", "0"], id="port-zero"),
         pytest.param(["serve", "--max-body-bytes", "lots"], id="not-a-number"),
+        pytest.param(["serve", "--anomaly-sensitivity", "0"], id="sensitivity-zero"),
+        pytest.param(["serve", "--anomaly-sensitivity", "nan"], id="sensitivity-nan"),
+        pytest.param(["serve", "--detect-interval", "-1"], id="negative-interval"),
         pytest.param(["bogus"], id="unknown-command"),
     ],
 )
@@ -90,11 +93,31 @@ def test_help_lists_defaults(capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out
     assert "(default: 8088)" in out
     assert "LLMTALLY_INGEST_TOKENS" in out
+    assert "--detect-interval" in out
+    assert "--anomaly-sensitivity" in out
+
+
+def test_detector_flags_and_their_defaults() -> None:
+    args = build_parser().parse_args(["serve"])
+    assert (args.detect_interval, args.anomaly_sensitivity) == (60, 5.0)
+    args = build_parser().parse_args(
+        ["serve", "--detect-interval", "0", "--anomaly-sensitivity", "6.5"]
+    )
+    assert (args.detect_interval, args.anomaly_sensitivity) == (0, 6.5)
 
 
 @pytest.mark.asyncio
 async def test_insecure_no_auth_opens_every_endpoint_and_warns(tmp_path: Path) -> None:
-    collector = start_collector(tmp_path, "--insecure-no-auth", tokens={})
+    # The detector flags too: a pass every second must not disturb serving or SIGTERM.
+    collector = start_collector(
+        tmp_path,
+        "--insecure-no-auth",
+        "--detect-interval",
+        "1",
+        "--anomaly-sensitivity",
+        "6",
+        tokens={},
+    )
     try:
         async with httpx2.AsyncClient(base_url=collector.url, timeout=10.0) as client:
             r = await client.post(EVENTS_PATH, content=body(wire_batch(2)), headers=JSON)

@@ -25,11 +25,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from ..analysis.anomaly import DetectorConfig
 from ..storage.base import EventStorage, QueryStorage
 from ..storage.retention import DEFAULT_RETENTION_INTERVAL_S, run_retention
-from . import analytics, dashboard, ingest, live_route, observability, openapi
+from . import analytics, dashboard, ingest, live_route, observability, openapi, trends
 from .auth import Auth
 from .context import DEFAULT_MAX_BATCH, DEFAULT_MAX_BODY_BYTES, ServerContext
+from .detector import DEFAULT_DETECT_INTERVAL_S, run_detector
 from .live import LiveHub
 from .responses import exception_handlers, json_response
 
@@ -44,6 +46,7 @@ RouteFactory = Callable[[ServerContext], Sequence[BaseRoute]]
 ROUTE_MODULES: Final[tuple[RouteFactory, ...]] = (
     ingest.routes,
     analytics.routes,
+    trends.routes,
     observability.routes,
     live_route.routes,
     dashboard.routes,
@@ -68,6 +71,8 @@ def create_app(
     extra_routes: RouteFactory | None = None,
     retention_interval_s: float | None = DEFAULT_RETENTION_INTERVAL_S,
     live: LiveHub | None = None,
+    detect_interval_s: float | None = DEFAULT_DETECT_INTERVAL_S,
+    detector_config: DetectorConfig | None = None,
 ) -> Starlette:
     """The collector app over ``storage``.
 
@@ -76,7 +81,9 @@ def create_app(
     Otherwise the caller owns it. ``extra_routes`` adds routes that share the same
     context (storage, auth, limits). With ``own_storage=True`` and a storage that
     expires data (``QueryStorage``), a background task runs ``expire`` every
-    ``retention_interval_s`` seconds (``None``: never). ``live`` is the broadcaster of
+    ``retention_interval_s`` seconds (``None``: never), and the anomaly detector
+    (``detector.run_detector``, with ``detector_config``) every ``detect_interval_s``
+    seconds (``None``: never). ``live`` is the broadcaster of
     ``GET /analytics/live`` (default: a ``LiveHub()``); whoever runs the server calls
     ``app.state.llmtally.live.close()`` when shutdown begins, so that open streams do not
     hold it up (``llmtally serve`` does; the lifespan's shutdown closes it too, late).
@@ -108,6 +115,16 @@ def create_app(
             async with anyio.create_task_group() as tg:
                 if retention_interval_s is not None and isinstance(storage, QueryStorage):
                     tg.start_soon(partial(run_retention, storage, interval_s=retention_interval_s))
+                if detect_interval_s is not None and isinstance(storage, QueryStorage):
+                    tg.start_soon(
+                        partial(
+                            run_detector,
+                            storage,
+                            config=detector_config,
+                            interval_s=detect_interval_s,
+                            write_lock=ctx.write_lock,
+                        )
+                    )
                 try:
                     yield
                 finally:

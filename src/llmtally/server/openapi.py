@@ -23,14 +23,19 @@ from .. import __version__
 from .._envelope import MAX_TAGS, REF_PATTERN
 from ..events import EventType, IngestResponse, WireBatch
 from ..query import (
+    AGGREGATIONS,
+    FILLS,
     FORMATS,
     GROUP_BY,
     MAX_LIMIT,
+    METRICS,
     WINDOWS,
     AggregateResult,
     CorrelationChain,
     EventPage,
+    TimeSeriesResult,
 )
+from ..query.anomalies import AnomalyPage
 from .analytics import ClearResponse, ParamErrorBody, StatsResponse
 from .context import ServerContext
 from .dashboard.data import RANGES
@@ -155,6 +160,52 @@ OPERATIONS: Final[dict[tuple[str, str], Operation]] = {
             _query("window", {"enum": list(WINDOWS)}, "Time buckets (UTC; weeks start Monday)."),
         ],
     ),
+    ("/analytics/timeseries", "get"): Operation(
+        "One metric per time bucket, one series per group (from rollups)",
+        "read",
+        TimeSeriesResult,
+        [
+            _START,
+            _END,
+            _query(
+                "metric",
+                {"enum": list(METRICS), "default": "requests"},
+                "What each point measures.",
+            ),
+            _query(
+                "aggregation",
+                {"enum": list(AGGREGATIONS)},
+                "How a bucket is summarised; default and allowed ones depend on the metric.",
+            ),
+            _query("window", {"enum": list(WINDOWS), "default": "1m"}, "Bucket length (UTC)."),
+            _query("group_by", {"enum": list(GROUP_BY)}, "One series per value of this facet."),
+            _query("fill", {"enum": list(FILLS), "default": "none"}, "What empty buckets show."),
+            _query("model", _TEXT, "Only this model."),
+            _query("provider", _TEXT, "Only this provider."),
+            _query("agent_id", _TEXT, "Only this agent."),
+            _query("provider_id", _TEXT, "Only this API key id."),
+            _query("endpoint", _TEXT, "Only this endpoint."),
+            _query("status", {"enum": ["success", "failure"]}, "Only completed or failed."),
+        ],
+    ),
+    ("/analytics/anomalies", "get"): Operation(
+        "Anomalies the detector found, newest first",
+        "read",
+        AnomalyPage,
+        [
+            _query(
+                "start",
+                {"type": "integer", "minimum": 0},
+                "Range start, unix seconds. Default: end - 24 hours.",
+            ),
+            _END,
+            _query(
+                "limit",
+                {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": 100},
+                "At most this many (the newest).",
+            ),
+        ],
+    ),
     ("/analytics/export", "get"): Operation(
         "Every event of the range as a streamed download",
         "read",
@@ -231,6 +282,8 @@ _TYPES: Final = (
     EventPage,
     AggregateResult,
     CorrelationChain,
+    TimeSeriesResult,
+    AnomalyPage,
     ClearResponse,
     ErrorBody,
     ParamErrorBody,

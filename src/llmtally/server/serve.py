@@ -23,6 +23,7 @@ import uvicorn
 import uvicorn.config
 
 from .._exceptions import ConfigurationError
+from ..analysis.anomaly import DetectorConfig
 from ..storage.base import EventStorage
 from ..storage.sqlite import SqliteStorage
 from .app import create_app
@@ -58,6 +59,9 @@ class ServeOptions:
     log_level: str = "info"
     access_log: bool = False
     shutdown_timeout: int = 30
+    detect_interval_s: float | None = 60.0
+    """Seconds between anomaly-detection passes; ``None``: no detection."""
+    anomaly_sensitivity: float = DetectorConfig().sensitivity
 
 
 class _Server(uvicorn.Server):
@@ -167,6 +171,8 @@ def serve(options: ServeOptions, environ: dict[str, str]) -> int:
             max_body_bytes=options.max_body_bytes,
             max_batch=options.max_batch,
             own_storage=True,
+            detect_interval_s=options.detect_interval_s,
+            detector_config=DetectorConfig(sensitivity=options.anomaly_sensitivity),
         )
     except ValueError as exc:
         raise ServeError(str(exc), exit_code=2) from None
