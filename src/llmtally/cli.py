@@ -9,6 +9,7 @@ entry in ``_commands()``; heavy imports happen only when that subcommand runs.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -37,6 +38,16 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1: {value}")
+    return value
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 0 < value < math.inf:
+        raise argparse.ArgumentTypeError(f"must be positive seconds: {text}")
     return value
 
 
@@ -86,6 +97,12 @@ def _add_serve_arguments(p: argparse.ArgumentParser) -> None:
         help="most events accepted in one request; more get 413",
     )
     p.add_argument(
+        "--body-timeout",
+        type=_positive_seconds,
+        default=30.0,
+        help="seconds a request body may take to arrive; slower ones get 408",
+    )
+    p.add_argument(
         "--busy-timeout-ms",
         type=_positive_int,
         default=5000,
@@ -118,6 +135,7 @@ def _run_serve(args: argparse.Namespace) -> int:
         insecure_no_auth=args.insecure_no_auth,
         max_body_bytes=args.max_body_bytes,
         max_batch=args.max_batch,
+        body_timeout_s=args.body_timeout,
         busy_timeout_ms=args.busy_timeout_ms,
         log_level=args.log_level,
         access_log=args.access_log,

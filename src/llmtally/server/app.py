@@ -29,7 +29,12 @@ from ..storage.base import EventStorage, QueryStorage
 from ..storage.retention import DEFAULT_RETENTION_INTERVAL_S, run_retention
 from . import analytics, ingest, observability, openapi
 from .auth import Auth
-from .context import DEFAULT_MAX_BATCH, DEFAULT_MAX_BODY_BYTES, ServerContext
+from .context import (
+    DEFAULT_BODY_TIMEOUT_S,
+    DEFAULT_MAX_BATCH,
+    DEFAULT_MAX_BODY_BYTES,
+    ServerContext,
+)
 from .responses import exception_handlers, json_response
 
 __all__ = ["HEALTH_PATH", "RouteFactory", "create_app"]
@@ -61,6 +66,7 @@ def create_app(
     auth: Auth,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     max_batch: int = DEFAULT_MAX_BATCH,
+    body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S,
     own_storage: bool = False,
     extra_routes: RouteFactory | None = None,
     retention_interval_s: float | None = DEFAULT_RETENTION_INTERVAL_S,
@@ -72,11 +78,15 @@ def create_app(
     Otherwise the caller owns it. ``extra_routes`` adds routes that share the same
     context (storage, auth, limits). With ``own_storage=True`` and a storage that
     expires data (``QueryStorage``), a background task runs ``expire`` every
-    ``retention_interval_s`` seconds (``None``: never). Raises ``ValueError`` for
-    non-positive limits.
+    ``retention_interval_s`` seconds (``None``: never). ``body_timeout_s`` bounds the
+    read of a request body (408 past it). Raises ``ValueError`` for non-positive limits.
     """
     ctx = ServerContext(
-        storage=storage, auth=auth, max_body_bytes=max_body_bytes, max_batch=max_batch
+        storage=storage,
+        auth=auth,
+        max_body_bytes=max_body_bytes,
+        max_batch=max_batch,
+        body_timeout_s=body_timeout_s,
     )
     routes: list[BaseRoute] = [Route(HEALTH_PATH, health, methods=["GET"])]
     for factory in (*ROUTE_MODULES, *((extra_routes,) if extra_routes else ())):
