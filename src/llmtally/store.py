@@ -221,7 +221,7 @@ class EventStore:
             storage = (
                 MemoryStorage(history=history)
                 if path is None
-                else SqliteStorage(path, synchronous=synchronous)
+                else SqliteStorage(path, synchronous=synchronous, on_corrupt="move_aside")
             )
         self._storage: EventStorage = storage
         self._aggregate = Aggregate(max_keys=max_keys)
