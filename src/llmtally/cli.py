@@ -62,6 +62,16 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 0 < value < math.inf:
+        raise argparse.ArgumentTypeError(f"must be positive seconds: {text}")
+    return value
+
+
 def _port(text: str) -> int:
     value = _positive_int(text)
     if value > 65535:
@@ -108,6 +118,12 @@ def _add_serve_arguments(p: argparse.ArgumentParser) -> None:
         help="most events accepted in one request; more get 413",
     )
     p.add_argument(
+        "--body-timeout",
+        type=_positive_seconds,
+        default=30.0,
+        help="seconds a request body may take to arrive; slower ones get 408",
+    )
+    p.add_argument(
         "--busy-timeout-ms",
         type=_positive_int,
         default=5000,
@@ -152,6 +168,7 @@ def _run_serve(args: argparse.Namespace) -> int:
         insecure_no_auth=args.insecure_no_auth,
         max_body_bytes=args.max_body_bytes,
         max_batch=args.max_batch,
+        body_timeout_s=args.body_timeout,
         busy_timeout_ms=args.busy_timeout_ms,
         log_level=args.log_level,
         access_log=args.access_log,

@@ -70,7 +70,7 @@ from .pipeline.sync import (
 )
 from .pricing import PricingManager
 from .providers import Provider, infer_provider
-from .storage.base import EventStorage
+from .storage.base import EventStorage, QueryStorage
 from .storage.memory import MemoryStorage
 from .storage.rows import SYNCED
 from .storage.sqlite import SqliteStorage, Synchronous
@@ -143,6 +143,17 @@ class EventStore:
         environment: the ``environment`` of every event this store builds
             (``"production"``, ``"staging"``, …); default: ``$LLMTALLY_ENVIRONMENT``,
             else none. Pre-built events passed to ``record`` keep their own.
+        max_pending_events: with ``sync``, the most request events kept on disk (or in
+            memory) not yet accepted by the collector, events on their way to disk
+            included (default 1,000,000; ``None``: no bound). While the collector is
+            down the outbox grows; once it holds this many, new events are dropped —
+            counted in ``stats().dropped_by_cause["pending_limit"]`` — instead of
+            filling the disk, and recording resumes as soon as a sync drains it.
+        retention_interval: every this many seconds (``None``, the default: never),
+            delete stored events older than the storage's raw-event TTL (30 days for
+            SQLite) that are synced or refused — never a pending one — and old rollup
+            rows (``storage.expire``). With ``max_pending_events`` this bounds the disk.
+            A monthly budget may then forget, on restart, spend older than the TTL.
 
     Beside ``stats()`` the aggregator keeps ``error_patterns()``, ``slo_status()``,
     ``streaming_stats()`` and the budgets (``budget_status()``, ``check_budget()``,
@@ -176,6 +187,8 @@ class EventStore:
         monotonic: Callable[[], int] | None = None,
         max_error_patterns: int = 1_000,
         environment: str | None = None,
+        max_pending_events: int | None = 1_000_000,
+        retention_interval: float | None = None,
     ) -> None:
         if environment is None:
             try:
@@ -189,6 +202,20 @@ class EventStore:
             raise ValidationError(f"overflow must be 'drop_newest' or 'block', got {overflow!r}")
         if batch_size < 1 or batch_linger < 0 or drain_timeout < 0:
             raise ValidationError("batch_size must be ≥ 1; batch_linger, drain_timeout ≥ 0")
+        if max_pending_events is not None and (
+            type(max_pending_events) is not int or max_pending_events < 1
+        ):
+            raise ValidationError(
+                f"max_pending_events must be a positive int or None, got {max_pending_events!r}"
+            )
+        if retention_interval is not None and not retention_interval > 0:
+            raise ValidationError(
+                f"retention_interval must be positive, got {retention_interval!r}"
+            )
+        # Only a syncing store drains its outbox: without sync, rows stay pending for good.
+        self._max_pending = None if sync is None else max_pending_events
+        self._retention_interval = retention_interval
+        self._retention_scope: anyio.CancelScope | None = None
         self.path = None if path is None else os.fspath(path)
         self.capacity = capacity
         self.overflow: Overflow = overflow
@@ -208,7 +235,7 @@ class EventStore:
             storage = (
                 MemoryStorage(history=history)
                 if path is None
-                else SqliteStorage(path, synchronous=synchronous)
+                else SqliteStorage(path, synchronous=synchronous, on_corrupt="move_aside")
             )
         self._storage: EventStorage = storage
         self._aggregate = Aggregate(max_keys=max_keys)
@@ -304,6 +331,9 @@ class EventStore:
                     hooks=self._sync_hooks,
                 )
                 await tg.start(syncer, sync_rx)
+            if self._retention_interval is not None and isinstance(self._storage, QueryStorage):
+                self._retention_scope = anyio.CancelScope()
+                tg.start_soon(self._run_retention, self._storage, self._retention_interval)
         except BaseException as exc:
             self._state = _State.CLOSED
             self._ingest_tx.close()  # end-of-stream for an aggregator that did start
@@ -326,6 +356,8 @@ class EventStore:
             return
         self._state = _State.CLOSING
         assert self._stack is not None and self._tg is not None
+        if self._retention_scope is not None:
+            self._retention_scope.cancel()  # a loop without end: not part of the drain
         # Graceful stop: close the head stream and let end-of-stream cascade through the
         # actors. The body may have been cancelled: shield the drain, bounded by a deadline.
         self._ingest_tx.close()
@@ -365,6 +397,20 @@ class EventStore:
             nudge=nudge,
             task_status=task_status,
         )
+
+    async def _run_retention(self, storage: QueryStorage, interval_s: float) -> None:
+        """Expire old rows now and every ``interval_s`` (by the store's clock) until the
+        store closes; a failed pass is logged and the next one tries again."""
+        assert self._retention_scope is not None
+        with self._retention_scope:
+            while True:
+                try:
+                    result = await storage.expire(self._clock())
+                except Exception:
+                    logger.warning("llmtally: retention pass failed", exc_info=True)
+                else:
+                    self._stored -= result.events
+                await anyio.sleep(interval_s)
 
     def _on_emitted(self, n: int) -> None:
         self._emitted += n
@@ -406,11 +452,21 @@ class EventStore:
         self._attempted += 1
         self._dropped["closed"] += 1
 
+    def _outbox_full(self) -> bool:
+        """Whether ``max_pending_events`` is reached (events on their way to disk count)."""
+        limit = self._max_pending
+        if limit is None or self._pending + self._accepted - self._persisted < limit:
+            return False
+        self._dropped["pending_limit"] += 1
+        return True
+
     async def _submit(self, event: AnalyticsEvent) -> AnalyticsEvent | None:
         if self._state is not _State.OPEN:
             self._closed_drop()
             return None
         self._attempted += 1
+        if self._max_pending is not None and self._outbox_full():
+            return None
         try:
             self._ingest_tx.send_nowait(event)
         except anyio.WouldBlock:
@@ -440,6 +496,8 @@ class EventStore:
             self._closed_drop()
             return False
         self._attempted += 1
+        if self._max_pending is not None and self._outbox_full():
+            return False
         try:
             self._ingest_tx.send_nowait(event)
         except anyio.WouldBlock:
@@ -880,6 +938,8 @@ class EventStore:
             self._closed_drop()
             return None
         self._attempted += 1
+        if self._max_pending is not None and self._outbox_full():
+            return None
         try:
             self._ingest_tx.send_nowait(item)
         except anyio.WouldBlock:

@@ -1,8 +1,11 @@
-"""A router killed with SIGKILL after persisting loses nothing: the next start syncs it all.
+"""Processes killed with SIGKILL lose nothing and duplicate nothing.
 
-The router runs in a subprocess (``router_process.py``) so that it can really be killed:
-no ``__aexit__``, no last sync. A new store on the same file then syncs every event to
-a real collector (``llmtally serve``), which must hold each event id exactly once.
+A router killed after persisting: it runs in a subprocess (``router_process.py``) so that
+it can really be killed — no ``__aexit__``, no last sync. A new store on the same file
+then syncs every event to a real collector (``llmtally serve``), which must hold each
+event id exactly once. A collector killed while batches are in flight and restarted on
+the same database: the router keeps recording, retries, and the collector ends with
+each event exactly once.
 """
 
 from __future__ import annotations
@@ -84,3 +87,63 @@ def test_events_persisted_before_a_kill_are_synced_after_restart(tmp_path: Path)
         assert _counts(db, "SELECT count(*) FROM events WHERE sync_state = 0") == (0,)
     finally:
         assert collector.terminate() == 0, collector.log_text()
+
+
+def test_a_collector_killed_mid_batch_and_restarted_gets_everything_once(
+    tmp_path: Path,
+) -> None:
+    first = start_collector(tmp_path / "collector")
+    db = tmp_path / "router" / "analytics.db"
+    ids: list[str] = []
+
+    async def route() -> None:
+        config = SyncConfig(
+            first.url,
+            INGEST_TOKEN,
+            batch_threshold=10,
+            max_batch=200,
+            min_backoff=0.05,
+            max_backoff=0.2,
+        )
+        async with EventStore(db, sync=config, overflow="block") as store:
+            for i in range(EVENTS):
+                ev = await store.record_llm_completed("gpt-4o-mini", input_tokens=i)
+                assert ev is not None
+                ids.append(ev.event_id)
+                if i == EVENTS // 2:
+                    # Sync is running in the background, batch after batch: kill -9 the
+                    # collector once it has stored some, so a batch is (almost surely)
+                    # in flight — half written, or written and not yet answered.
+                    with anyio.fail_after(60):
+                        while _stored(first.db) < 1_000:  # noqa: ASYNC110 (another process)
+                            await anyio.sleep(0.01)
+                    first.proc.kill()
+                    first.proc.wait()
+            await store.flush()
+            # Restarted on the same port and database; the syncer's retries find it.
+            second = await anyio.to_thread.run_sync(
+                lambda: start_collector(tmp_path / "collector", db=first.db, port=first.port)
+            )
+            try:
+                with anyio.fail_after(60):
+                    while store.unsynced_count():
+                        await store.sync_now()
+                s = store.stats()
+                assert s.sync["connection_errors"] + s.sync["timeouts"] >= 1
+                assert store.dropped_count() == 0
+            finally:
+                assert second.terminate() == 0, second.log_text()
+
+    anyio.run(route)
+    total, distinct = _counts(first.db, "SELECT count(*), count(DISTINCT event_id) FROM events")
+    assert (total, distinct) == (EVENTS, EVENTS)
+    assert _counts(first.db, "PRAGMA integrity_check") == ("ok",)
+    assert _counts(db, "PRAGMA integrity_check") == ("ok",)
+    assert _counts(db, "SELECT count(*) FROM events WHERE sync_state = 0") == (0,)
+
+
+def _stored(db: Path) -> int:
+    try:
+        return _counts(db, "SELECT count(*) FROM events")[0]
+    except sqlite3.OperationalError:  # not created yet, or busy
+        return 0

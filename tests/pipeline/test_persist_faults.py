@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-from collections.abc import Iterator
+import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import anyio
@@ -16,6 +17,7 @@ import pytest
 
 from llmtally import EventStore
 from llmtally.storage import SqliteStorage
+from llmtally.storage.sqlite import CorruptDatabaseError
 
 
 class _LogEvent(logging.Handler):
@@ -56,28 +58,73 @@ def _integrity(path: Path) -> str:
         db.close()
 
 
-async def test_a_locked_database_is_retried_and_nothing_is_lost(
+# Holds the database in an exclusive transaction from another process until told to
+# let go (a line on stdin), then commits and exits.
+_LOCKER = """
+import sqlite3, sys
+db = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=0)
+db.execute("BEGIN EXCLUSIVE")
+print("LOCKED", flush=True)
+sys.stdin.readline()
+db.execute("COMMIT")
+db.close()
+"""
+
+
+async def test_a_database_locked_by_another_process_is_retried_and_nothing_is_lost(
     db_path: Path, write_failures: _LogEvent
 ) -> None:
     storage = SqliteStorage(db_path, busy_timeout_ms=20)
     async with EventStore(storage=storage, batch_linger=0.0) as store:
         await store.record_llm_completed("gpt-4o", input_tokens=1)
         await store.flush()
-        locker = sqlite3.connect(db_path, isolation_level=None, timeout=0)
-        locker.execute("BEGIN EXCLUSIVE")
-        try:
+        async with await anyio.open_process([sys.executable, "-c", _LOCKER, str(db_path)]) as p:
+            assert p.stdout is not None and p.stdin is not None
+            with anyio.fail_after(30):
+                assert (await p.stdout.receive()).startswith(b"LOCKED")
             for i in range(200):  # the router keeps recording while the disk is stuck
                 assert await store.record_llm_completed("gpt-4o", input_tokens=i) is not None
             with anyio.fail_after(10):
                 await write_failures.seen.wait()
-            assert store.stats().persist_errors >= 1
-        finally:
-            locker.execute("ROLLBACK")
-            locker.close()
+            write_failures.seen = anyio.Event()
+            with anyio.fail_after(10):
+                await write_failures.seen.wait()  # attempt 2: held far past busy_timeout
+            assert store.stats().persist_errors >= 2  # the writer retries; it never dies
+            await p.stdin.send(b"go\n")  # the other process lets go
+            assert await p.wait() == 0
         with anyio.fail_after(30):
             await store.flush()
         assert store.dropped_count() == 0
-    assert _count(db_path) == 201
+        assert await store.record_llm_completed("gpt-4o", input_tokens=7) is not None
+    assert _count(db_path) == 202
+    assert _integrity(db_path) == "ok"
+
+
+async def test_a_full_disk_fills_the_buffer_drops_are_counted_and_writing_resumes(
+    db_path: Path, write_failures: _LogEvent
+) -> None:
+    storage = SqliteStorage(db_path)
+    async with EventStore(storage=storage, batch_linger=0.0, capacity=100) as store:
+        await store.record_llm_completed("gpt-4o", input_tokens=1)
+        await store.flush()
+        async with storage.db.execute("PRAGMA page_count") as cur:
+            row = await cur.fetchone()
+        assert row is not None
+        await storage.db.execute(f"PRAGMA max_page_count = {row[0]}")  # the disk is full
+        accepted = 0
+        for i in range(3_000):  # every call returns at once, even with nowhere to write
+            accepted += await store.record_llm_completed("gpt-4o", input_tokens=i) is not None
+        with anyio.fail_after(10):
+            await write_failures.seen.wait()
+        dropped = store.stats().dropped_by_cause
+        assert dropped["buffer_full"] > 0
+        assert accepted + dropped["buffer_full"] == 3_000
+        await storage.db.execute("PRAGMA max_page_count = 1073741823")  # space returns
+        with anyio.fail_after(30):
+            await store.flush()
+        assert store.stats().total_requests == 1 + accepted
+        assert await store.record_llm_completed("gpt-4o", input_tokens=7) is not None
+    assert _count(db_path) == 2 + accepted  # every accepted event is on disk
     assert _integrity(db_path) == "ok"
 
 
@@ -125,3 +172,57 @@ async def test_a_disk_that_stays_full_loses_only_at_the_deadline_and_counts_it(
     assert _count(db_path) + lost == 2_001
     assert "could not be written before shutdown" in caplog.text
     assert _integrity(db_path) == "ok"
+
+
+def _bytes(path: Path) -> bytes:
+    return path.read_bytes()
+
+
+def _garbage_over_header(path: Path) -> None:
+    with path.open("r+b") as f:
+        f.write(b"\x5a" * 4096)
+
+
+def _truncated(path: Path) -> None:
+    with path.open("r+b") as f:
+        f.truncate(path.stat().st_size // 2)
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        pytest.param(_garbage_over_header, id="garbage-over-header"),
+        pytest.param(_truncated, id="truncated"),
+    ],
+)
+async def test_a_corrupt_database_is_moved_aside_and_a_fresh_one_is_used(
+    db_path: Path, damage: Callable[[Path], None], caplog: pytest.LogCaptureFixture
+) -> None:
+    async with EventStore(db_path, batch_linger=0.0) as store:
+        for i in range(1_000):  # many pages, so that truncation cuts into the tables
+            await store.record_llm_completed("gpt-4o", input_tokens=i)
+    damage(db_path)
+    damaged = _bytes(db_path)
+    with caplog.at_level(logging.WARNING, logger="llmtally"):
+        async with EventStore(db_path, batch_linger=0.0) as store:
+            assert store.stats().total_requests == 0  # a fresh database
+            assert await store.record_llm_completed("gpt-4o", input_tokens=1) is not None
+            await store.flush()
+            assert store.stats().total_requests == 1
+    aside = db_path.parent.glob("analytics.db.corrupt-*")
+    main = [p for p in aside if not p.name.endswith(("-wal", "-shm"))]
+    assert len(main) == 1 and _bytes(main[0]) == damaged  # kept for a post-mortem
+    assert "is damaged" in caplog.text and str(main[0]) in caplog.text
+    assert _count(db_path) == 1
+    assert _integrity(db_path) == "ok"
+
+
+async def test_a_collector_storage_refuses_a_corrupt_file_and_leaves_it(db_path: Path) -> None:
+    async with EventStore(db_path) as store:
+        await store.record_llm_completed("gpt-4o", input_tokens=1)
+    _garbage_over_header(db_path)
+    storage = SqliteStorage(db_path)  # on_corrupt="raise": an operator decides
+    with pytest.raises(CorruptDatabaseError):
+        await storage.open()
+    assert storage.moved_aside == []
+    assert list(db_path.parent.glob("*.corrupt-*")) == []

@@ -279,3 +279,78 @@ async def test_memory_store_syncs_from_its_bounded_outbox() -> None:
         assert (await s.sync_now()).accepted == 10
         assert_stored_once(fake, ids[20:])  # the oldest pending fell out of the bound
         assert s.unsynced_count() == 0
+
+
+def stored_rows(path: Path) -> int:
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return int(db.execute("SELECT count(*) FROM events").fetchone()[0])
+    finally:
+        db.close()
+
+
+async def test_max_pending_events_bounds_the_disk_while_the_collector_is_down(
+    db_path: Path,
+) -> None:
+    sleep = RecordedSleep(cap=0.01)
+    fake = FakeCollector(listening=False)
+    store = EventStore(
+        db_path,
+        batch_linger=0.0,
+        max_pending_events=50,
+        sync=SyncConfig(fake.url, TOKEN, sync_interval=3_600.0, batch_threshold=1_000_000),
+        sync_hooks=SyncHooks(sleep=sleep, random=lambda: 0.5, wall_clock=lambda: NOW),
+    )
+    async with fake, store:
+        accepted = [
+            ev.event_id
+            for i in range(80)
+            if (ev := await store.record_llm_completed("gpt-4o-mini", input_tokens=i)) is not None
+        ]
+        await store.flush()
+        assert len(accepted) == 50  # the router's calls returned; 30 were dropped
+        s = store.stats()
+        assert s.dropped_by_cause == {"pending_limit": 30}
+        assert store.unsynced_count() == 50
+        assert stored_rows(db_path) == 50  # the disk holds no more than the bound
+        assert not store.record_nowait(
+            (await store.snapshot_events(1))[0]  # any event: the bound comes first
+        )
+        assert (await store.sync_now()).failed == 50  # down: the syncer keeps retrying
+        await sleep.wait_calls(2)
+        await fake.start()  # the collector comes back: the outbox drains
+        await fake.wait_for(stored=50)
+        await store.sync_now()
+        assert store.unsynced_count() == 0
+        later = await record(store, 10)  # recording resumes
+        assert (await store.sync_now()).accepted == 10
+        assert_stored_once(fake, accepted + later)
+        assert store.stats().dropped_by_cause == {"pending_limit": 31}
+
+
+async def test_retention_prunes_synced_rows_and_keeps_pending_ones(db_path: Path) -> None:
+    fake = FakeCollector()
+    old = int(NOW * 1000) - 40 * 86_400_000  # older than the 30-day raw TTL
+    store = EventStore(
+        db_path,
+        batch_linger=0.0,
+        retention_interval=0.05,
+        clock=lambda: int(NOW * 1000),
+        sync=SyncConfig(fake.url, TOKEN, sync_interval=3_600.0, batch_threshold=1_000_000),
+        sync_hooks=SyncHooks(sleep=RecordedSleep(), random=lambda: 0.5, wall_clock=lambda: NOW),
+    )
+    async with fake, store:
+        for i in range(10):
+            await store.record_llm_completed("gpt-4o-mini", input_tokens=i, timestamp_ms=old)
+        assert (await store.sync_now()).accepted == 10
+        for i in range(5):  # old but never synced: the outbox keeps them
+            await store.record_llm_completed("gpt-4o-mini", input_tokens=i, timestamp_ms=old)
+        await store.record_llm_completed("gpt-4o-mini", input_tokens=1)  # recent
+        await store.flush()
+        with anyio.fail_after(10):
+            # Polling the file (bounded) for the next pass: the store does not announce it.
+            while stored_rows(db_path) != 6:  # noqa: ASYNC110
+                await anyio.sleep(0.02)
+        assert len(store) == 6
+        assert store.unsynced_count() == 6
+        assert store.stats().total_requests == 16  # statistics are kept

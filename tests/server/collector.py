@@ -87,11 +87,16 @@ class Collector:
 
 
 def start_collector(
-    workdir: Path, *extra: str, tokens: Mapping[str, str] = TOKEN_ENV, db: Path | None = None
+    workdir: Path,
+    *extra: str,
+    tokens: Mapping[str, str] = TOKEN_ENV,
+    db: Path | None = None,
+    port: int | None = None,
 ) -> Collector:
-    """Start ``llmtally serve`` on a free loopback port; returns once /health answers."""
+    """Start ``llmtally serve`` on ``port`` (default: a free loopback port); returns once
+    /health answers."""
     workdir.mkdir(parents=True, exist_ok=True)
-    port = free_port()
+    port = port or free_port()
     db = db or workdir / "collector.db"
     log = workdir / f"collector-{port}.log"
     with log.open("wb") as out:

@@ -163,6 +163,8 @@ def test_export_json_formats(reader: httpx2.Client, fmt: str, media: str) -> Non
         ),
         pytest.param("/analytics/export", {"format": "xml"}, "format", id="format"),
         pytest.param("/analytics/export", {"start": "9", "end": "1"}, "end", id="export-range"),
+        pytest.param("/analytics/events", {"modle": "gpt-4o"}, "modle", id="unknown-typo"),
+        pytest.param("/analytics/stats", {"x": "1"}, "x", id="unknown-on-stats"),
     ],
 )
 def test_bad_parameters_are_400_naming_it(

@@ -99,6 +99,8 @@ async def test_the_collector_counts_what_it_ingests(
         pytest.param("/analytics/slo", {"target": "nan"}, "target", id="target-nan"),
         pytest.param("/analytics/slo", {"target": "abc"}, "target", id="target-text"),
         pytest.param("/analytics/slo", {"window": "0"}, "window", id="window-zero"),
+        pytest.param("/analytics/slo", {"target": "1e-3"}, "target", id="target-exponent"),
+        pytest.param("/analytics/errors", {"n": "5"}, "n", id="unknown"),
         pytest.param("/analytics/slo", {"window": str(31 * 86_400)}, "window", id="window-long"),
     ],
 )

@@ -7,12 +7,13 @@ from pathlib import Path
 
 import pytest
 
+from llmtally import EventStore
 from llmtally._ids import new_event_id
 from llmtally.analysis.stats import StatsDelta
 from llmtally.events import AnalyticsEvent, LlmRequestCompleted, LlmRequestFailed, RouterStarted
 from llmtally.storage import MemoryStorage, SqliteStorage
 from llmtally.storage.rows import COLUMNS, PENDING, REFUSED, SYNCED, event_to_row, row_to_event
-from llmtally.storage.sqlite import MIGRATIONS
+from llmtally.storage.sqlite import MIGRATIONS, Synchronous
 
 
 def _ev(i: int = 1, *, failed: bool = False) -> AnalyticsEvent:
@@ -40,6 +41,19 @@ async def test_open_creates_schema_in_wal_and_records_the_version(db_path: Path)
     await s2.open()
     assert await s2.schema_version() == len(MIGRATIONS)
     await s2.close()
+
+
+@pytest.mark.parametrize(("setting", "level"), [("NORMAL", 1), ("FULL", 2)])
+async def test_the_durability_setting_reaches_sqlite(
+    db_path: Path, setting: Synchronous, level: int
+) -> None:
+    """``EventStore(synchronous=...)`` is SQLite's own ``PRAGMA synchronous`` in WAL mode:
+    NORMAL survives a process crash (``test_crash_recovery``), FULL also a power loss."""
+    async with EventStore(db_path, synchronous=setting) as store:
+        storage = store._storage  # the pragma is per connection: ask the store's own
+        assert isinstance(storage, SqliteStorage)
+        async with storage.db.execute("PRAGMA synchronous") as cur:
+            assert (await cur.fetchone())[0] == level  # type: ignore[index]
 
 
 async def test_a_newer_schema_is_refused(db_path: Path) -> None:

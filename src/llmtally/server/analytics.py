@@ -5,8 +5,8 @@ Shapes follow Routiium's analytics API, extended (see ``llmtally.query``). ``sta
 ``end`` are unix seconds, the range ``start <= t < end``; both default to the last hour
 (``/export``: the last 24 hours) ending now. A bad parameter — not an integer, ``end``
 before ``start``, an unknown ``group_by``/``window``/``format``/``event_type``, a
-``limit`` over the maximum, a cursor not made here — is a 400
-``{"error": "...", "parameter": "<name>"}``. A busy database is a 503 with
+``limit`` over the maximum, a cursor not made here, a parameter the endpoint does not
+know (a typo is never silently ignored) — is a 400 ``{"error": "...", "parameter": "<name>"}``. A busy database is a 503 with
 ``Retry-After``; any other storage error a logged 500.
 """
 
@@ -39,6 +39,7 @@ __all__ = [
     "ClearResponse",
     "ParamErrorBody",
     "StatsResponse",
+    "check_known",
     "routes",
 ]
 
@@ -79,6 +80,28 @@ class ClearResponse(msgspec.Struct, frozen=True):
 
     success: bool
     message: str
+
+
+_RANGE_PARAMS: Final = frozenset({"start", "end"})
+_EVENTS_PARAMS: Final = _RANGE_PARAMS | {
+    "limit",
+    "model",
+    "provider",
+    "agent_id",
+    "provider_id",
+    "success",
+    "event_type",
+    "cursor",
+}
+_AGGREGATE_PARAMS: Final = _RANGE_PARAMS | {"group_by", "window"}
+_EXPORT_PARAMS: Final = _RANGE_PARAMS | {"format"}
+
+
+def check_known(request: Request, known: frozenset[str]) -> None:
+    """Raise ``QueryError`` naming the first query parameter not in ``known``."""
+    for name in request.query_params:
+        if name not in known:
+            raise QueryError(name[:64], "unknown parameter")
 
 
 def _param_error(exc: QueryError) -> Response:
@@ -152,11 +175,14 @@ def routes(ctx: ServerContext) -> list[BaseRoute]:
 
     storage = ctx.storage
 
-    def endpoint(handler: Handler, what: str) -> Callable[[Request], Awaitable[Response]]:
+    def endpoint(
+        handler: Handler, what: str, params: frozenset[str] = frozenset()
+    ) -> Callable[[Request], Awaitable[Response]]:
         async def run(request: Request) -> Response:
             if not isinstance(storage, QueryStorage):
                 return error_response(501, "this storage does not answer queries")
             try:
+                check_known(request, params)
                 return await handler(request, storage)
             except QueryError as exc:
                 return _param_error(exc)
@@ -260,15 +286,19 @@ def routes(ctx: ServerContext) -> list[BaseRoute]:
         Route("/analytics/stats", protect(read, endpoint(get_stats, "stats")), methods=["GET"]),
         Route(
             "/analytics/events",
-            protect(read, endpoint(get_events, "events query")),
+            protect(read, endpoint(get_events, "events query", _EVENTS_PARAMS)),
             methods=["GET"],
         ),
         Route(
             "/analytics/aggregate",
-            protect(read, endpoint(get_aggregate, "aggregate query")),
+            protect(read, endpoint(get_aggregate, "aggregate query", _AGGREGATE_PARAMS)),
             methods=["GET"],
         ),
-        Route("/analytics/export", protect(read, endpoint(get_export, "export")), methods=["GET"]),
+        Route(
+            "/analytics/export",
+            protect(read, endpoint(get_export, "export", _EXPORT_PARAMS)),
+            methods=["GET"],
+        ),
         Route(
             "/analytics/correlate",
             protect(read, endpoint(get_correlate, "correlate query")),

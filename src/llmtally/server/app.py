@@ -30,7 +30,12 @@ from ..storage.base import EventStorage, QueryStorage
 from ..storage.retention import DEFAULT_RETENTION_INTERVAL_S, run_retention
 from . import analytics, dashboard, ingest, live_route, observability, openapi, trends
 from .auth import Auth
-from .context import DEFAULT_MAX_BATCH, DEFAULT_MAX_BODY_BYTES, ServerContext
+from .context import (
+    DEFAULT_BODY_TIMEOUT_S,
+    DEFAULT_MAX_BATCH,
+    DEFAULT_MAX_BODY_BYTES,
+    ServerContext,
+)
 from .detector import DEFAULT_DETECT_INTERVAL_S, run_detector
 from .live import LiveHub
 from .responses import exception_handlers, json_response
@@ -67,6 +72,7 @@ def create_app(
     auth: Auth,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     max_batch: int = DEFAULT_MAX_BATCH,
+    body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S,
     own_storage: bool = False,
     extra_routes: RouteFactory | None = None,
     retention_interval_s: float | None = DEFAULT_RETENTION_INTERVAL_S,
@@ -87,7 +93,8 @@ def create_app(
     ``GET /analytics/live`` (default: a ``LiveHub()``); whoever runs the server calls
     ``app.state.llmtally.live.close()`` when shutdown begins, so that open streams do not
     hold it up (``llmtally serve`` does; the lifespan's shutdown closes it too, late).
-    Raises ``ValueError`` for non-positive limits.
+    ``body_timeout_s`` bounds the read of a request body (408 past it). Raises
+    ``ValueError`` for non-positive limits.
     """
     ctx = ServerContext(
         storage=storage,
@@ -95,6 +102,7 @@ def create_app(
         max_body_bytes=max_body_bytes,
         max_batch=max_batch,
         live=live or LiveHub(),
+        body_timeout_s=body_timeout_s,
     )
     routes: list[BaseRoute] = [Route(HEALTH_PATH, health, methods=["GET"])]
     for factory in (*ROUTE_MODULES, *((extra_routes,) if extra_routes else ())):

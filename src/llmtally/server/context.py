@@ -19,16 +19,24 @@ from ..storage.base import EventStorage
 from .auth import Auth
 from .live import LiveHub
 
-__all__ = ["DEFAULT_MAX_BATCH", "DEFAULT_MAX_BODY_BYTES", "ServerContext"]
+__all__ = [
+    "DEFAULT_BODY_TIMEOUT_S",
+    "DEFAULT_MAX_BATCH",
+    "DEFAULT_MAX_BODY_BYTES",
+    "ServerContext",
+]
 
 DEFAULT_MAX_BODY_BYTES: Final = 8 * 1024 * 1024
 DEFAULT_MAX_BATCH: Final = 1000
+DEFAULT_BODY_TIMEOUT_S: Final = 30.0
 
 
 @dataclass(frozen=True, eq=False)
 class ServerContext:
     """Shared, immutable configuration of one collector app.
 
+    ``body_timeout_s`` bounds the whole read of a request body (a client that trickles
+    it slower gets 408), so slow clients cannot hold connections and memory forever.
     ``write_lock`` serializes writes: a storage connection runs one transaction at a
     time, and concurrent requests must not interleave their ``BEGIN``/``COMMIT``.
     ``ingest_observers`` are called with the events each ingest request stored (each
@@ -42,6 +50,7 @@ class ServerContext:
     auth: Auth
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     max_batch: int = DEFAULT_MAX_BATCH
+    body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S
     write_lock: anyio.Lock = field(default_factory=anyio.Lock)
     ingest_observers: list[Callable[[Sequence[AnalyticsEvent]], None]] = field(default_factory=list)
     live: LiveHub = field(default_factory=LiveHub)
@@ -51,3 +60,5 @@ class ServerContext:
             raise ValueError("max_body_bytes must be at least 1")
         if self.max_batch < 1:
             raise ValueError("max_batch must be at least 1")
+        if not self.body_timeout_s > 0:
+            raise ValueError("body_timeout_s must be positive")

@@ -7,7 +7,10 @@ A request goes through these steps; the first that fails decides the answer:
 3. The body is read as a stream and never beyond ``max_body_bytes``: a larger declared
    ``Content-Length`` is refused with 413 before anything is read; a stream that grows
    past the limit is refused with 413 as soon as it does, and the rest is not read.
-4. The body is ``{"events": [...]}`` (else 400) with at most ``max_batch`` events
+   The whole body must arrive within ``body_timeout_s`` (else 408 and the connection
+   is closed): a client trickling bytes cannot hold a connection open for ever.
+4. The body is UTF-8 JSON (RFC 8259) of the shape ``{"events": [...]}``, nested at
+   most as deep as the decoder allows (else 400), with at most ``max_batch`` events
    (else 413, so a syncer splits the batch).
 5. Each event is validated on its own: invalid ones are listed in ``rejected`` (with
    their ``event_id`` when it can be read) and the valid ones are stored. Fields outside
@@ -22,6 +25,7 @@ The answer is ``IngestResponse``: ``{"accepted", "duplicates", "rejected"}``.
 from __future__ import annotations
 
 import logging
+import math
 from contextlib import aclosing
 from typing import Any, Final
 
@@ -96,12 +100,15 @@ def _is_json(content_type: str | None) -> bool:
     )
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, read as a stream and never more than ``limit`` bytes.
+async def read_body(request: Request, limit: int, within_s: float = math.inf) -> bytes:
+    """The request body, read as a stream and never more than ``limit`` bytes, all of
+    it within ``within_s`` seconds.
 
     Raises ``RequestError`` 413 when the declared ``Content-Length`` or the streamed
-    body exceeds ``limit`` (the rest is left unread and the connection closed), 400 for
-    an unreadable ``Content-Length``. Raises ``ClientDisconnect`` if the client goes.
+    body exceeds ``limit`` (the rest is left unread and the connection closed), 408
+    when the body has not fully arrived after ``within_s`` seconds (connection closed),
+    400 for an unreadable ``Content-Length``. Raises ``ClientDisconnect`` if the client
+    goes.
     """
     too_large = RequestError(413, f"request body exceeds {limit} bytes", {"Connection": "close"})
     declared = request.headers.get("content-length")
@@ -114,19 +121,24 @@ async def read_body(request: Request, limit: int) -> bytes:
             raise too_large
     chunks: list[bytes] = []
     size = 0
-    async with aclosing(request.stream()) as stream:
-        async for chunk in stream:
-            size += len(chunk)
-            if size > limit:
-                raise too_large
-            chunks.append(chunk)
+    with anyio.move_on_after(within_s) as deadline:
+        async with aclosing(request.stream()) as stream:
+            async for chunk in stream:
+                size += len(chunk)
+                if size > limit:
+                    raise too_large
+                chunks.append(chunk)
+    if deadline.cancelled_caught:
+        raise RequestError(
+            408, f"request body not received within {within_s:g} s", {"Connection": "close"}
+        )
     return b"".join(chunks)
 
 
 def _event_id_of(raw: msgspec.Raw) -> str | None:
     try:
         event_id = _probe_decoder.decode(raw).event_id
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):
         return None
     if isinstance(event_id, str) and len(event_id) <= _MAX_ECHOED_ID:
         return event_id
@@ -136,16 +148,24 @@ def _event_id_of(raw: msgspec.Raw) -> str | None:
 def parse_batch(body: bytes, max_batch: int) -> ParsedBatch:
     """Decode ``{"events": [...]}`` and validate each event on its own.
 
-    Raises ``RequestError`` 400 for malformed JSON or a body of the wrong shape, 413
+    Raises ``RequestError`` 400 for malformed JSON (not UTF-8, nested too deeply) or a
+    body of the wrong shape, 413
     for more than ``max_batch`` events. Invalid events do not raise: they are returned
     in ``rejected`` with the decoder's message.
     """
+    try:
+        # JSON text is UTF-8 (RFC 8259 §8.1); the decoder does not check what it skips.
+        body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise RequestError(400, f"body is not UTF-8: {exc.reason} at byte {exc.start}") from None
     try:
         envelope = _envelope_decoder.decode(body)
     except msgspec.ValidationError as exc:
         raise RequestError(400, f'body must be {{"events": [...]}}: {exc}') from None
     except msgspec.DecodeError as exc:
         raise RequestError(400, f"malformed JSON: {exc}") from None
+    except RecursionError:
+        raise RequestError(400, "malformed JSON: nested too deeply") from None
     raws = envelope.events
     if len(raws) > max_batch:
         raise RequestError(
@@ -158,6 +178,8 @@ def parse_batch(body: bytes, max_batch: int) -> ParsedBatch:
             events.append(decode_wire_event(raw))  # Raw is a buffer: no copy
         except msgspec.DecodeError as exc:
             rejected.append(IngestRejection(_event_id_of(raw), str(exc)))
+        except RecursionError:
+            rejected.append(IngestRejection(None, "nested too deeply"))
     return ParsedBatch(events, rejected)
 
 
@@ -169,7 +191,7 @@ def routes(ctx: ServerContext) -> list[BaseRoute]:
         if not _is_json(request.headers.get("content-type")):
             return error_response(415, "Content-Type must be application/json")
         try:
-            body = await read_body(request, ctx.max_body_bytes)
+            body = await read_body(request, ctx.max_body_bytes, ctx.body_timeout_s)
             parsed = parse_batch(body, ctx.max_batch)
         except RequestError as exc:
             return exc.response()

@@ -31,9 +31,10 @@ them:
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from fractions import Fraction
 from typing import Final, Protocol
 
@@ -59,6 +60,7 @@ from .responses import exception_handlers, json_response
 
 __all__ = [
     "MAX_PATTERNS",
+    "TARGET_PATTERN",
     "BudgetsResponse",
     "CollectorView",
     "ObservabilitySource",
@@ -71,6 +73,10 @@ logger: Final = logging.getLogger("llmtally.server.observability")
 
 MAX_PATTERNS: Final = 1_000
 """The largest ``limit`` of ``/analytics/errors``."""
+TARGET_PATTERN: Final = r"^(0?\.[0-9]*[1-9][0-9]*)?$"
+"""What ``/analytics/slo?target=`` accepts: a plain decimal strictly between 0 and 1
+(empty: the default, 0.999)."""
+_TARGET: Final = re.compile(TARGET_PATTERN.strip("^$"))
 
 
 class ObservabilitySource(MetricsSource, Protocol):
@@ -181,12 +187,10 @@ def _target_param(request: Request) -> str:
     raw = request.query_params.get("target")
     if raw is None or raw == "":
         return "0.999"
-    try:
-        d = Decimal(raw)
-    except InvalidOperation:
-        raise _BadParameter("target", "target must be a decimal number, e.g. 0.999") from None
-    if not (d.is_finite() and 0 < d < 1):
-        raise _BadParameter("target", "target must be strictly between 0 and 1")
+    if _TARGET.fullmatch(raw) is None:
+        raise _BadParameter(
+            "target", "target must be a decimal strictly between 0 and 1, e.g. 0.999"
+        )
     return raw
 
 
@@ -205,9 +209,14 @@ def routes_for(
     for collector in extra_metrics:
         registry.register(collector)
 
-    def guarded(handler: Callable[[Request], Response]) -> Endpoint:
+    def guarded(
+        handler: Callable[[Request], Response], params: frozenset[str] = frozenset()
+    ) -> Endpoint:
         async def run(request: Request) -> Response:
             try:
+                for name in request.query_params:
+                    if name not in params:
+                        raise _BadParameter(name[:64], "unknown parameter")
                 return handler(request)
             except _BadParameter as exc:
                 return json_response(_ParamError(exc.message, exc.parameter), 400)
@@ -241,8 +250,8 @@ def routes_for(
         return Response(body, media_type=content_type)
 
     return [
-        Route("/analytics/errors", guarded(get_errors), methods=["GET"]),
-        Route("/analytics/slo", guarded(get_slo), methods=["GET"]),
+        Route("/analytics/errors", guarded(get_errors, frozenset({"limit"})), methods=["GET"]),
+        Route("/analytics/slo", guarded(get_slo, frozenset({"target", "window"})), methods=["GET"]),
         Route("/analytics/budgets", guarded(get_budgets), methods=["GET"]),
         Route("/analytics/streaming", guarded(get_streaming), methods=["GET"]),
         Route("/metrics", guarded(get_metrics), methods=["GET"]),

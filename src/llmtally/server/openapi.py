@@ -21,6 +21,9 @@ from starlette.routing import BaseRoute, Route
 
 from .. import __version__
 from .._envelope import MAX_TAGS, REF_PATTERN
+from ..analysis.errors import ErrorPatternsSnapshot
+from ..analysis.slo import HOUR_MS, MAX_WINDOW_MS, SloStatus
+from ..analysis.streaming import StreamingSnapshot
 from ..events import EventType, IngestResponse, WireBatch
 from ..query import (
     AGGREGATIONS,
@@ -42,6 +45,7 @@ from .dashboard.data import RANGES
 from .dashboard.route import DASHBOARD_PATH, PANELS_PATH
 from .ingest import INGEST_PATH
 from .live_route import LIVE_PATH
+from .observability import MAX_PATTERNS, TARGET_PATTERN, BudgetsResponse
 from .responses import ErrorBody
 
 __all__ = ["OPENAPI_PATH", "OPERATIONS", "HealthResponse", "Operation", "build_openapi", "routes"]
@@ -64,6 +68,7 @@ class Operation:
     response: type | None = None
     parameters: list[dict[str, Any]] = field(default_factory=list)
     body: type | None = None
+    body_schema: dict[str, Any] | None = None  # instead of ``body``'s own schema
     media_type: str = "application/json"
     extra_responses: dict[str, str] = field(default_factory=dict)
 
@@ -78,14 +83,30 @@ def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any
     }
 
 
+_SECONDS = {"type": "integer", "minimum": 0, "maximum": 100_000_000_000}
 _START = _query(
     "start",
-    {"type": "integer", "minimum": 0},
-    "Range start, unix seconds (inclusive). Default: end - 1 hour.",
+    _SECONDS,
+    "Range start, unix seconds (inclusive). Default: end - 1 hour. "
+    "A start after the end (given or defaulted) is a 400 naming `end`.",
 )
-_END = _query(
-    "end", {"type": "integer", "minimum": 0}, "Range end, unix seconds (exclusive). Default: now."
-)
+_END = _query("end", _SECONDS, "Range end, unix seconds (exclusive). Default: now.")
+_REF: Final = "#/components/schemas/{name}"
+# Each event of a batch is validated on its own: one that is not a valid WireEvent (even
+# not an object) is listed in the answer's ``rejected``, not refused with the request.
+_INGEST_BODY: Final = {
+    "type": "object",
+    "required": ["events"],
+    "properties": {
+        "events": {
+            "type": "array",
+            "description": "Protocol 012 events (WireEvent), at most the server's "
+            "--max-batch (else 413). An invalid event is listed in `rejected` and the "
+            "others are stored.",
+            "items": {"anyOf": [{"$ref": _REF.format(name="WireEvent")}, {}]},
+        }
+    },
+}
 _TEXT = {"type": "string", "maxLength": 256}
 _LIMIT = _query(
     "limit",
@@ -102,8 +123,12 @@ OPERATIONS: Final[dict[tuple[str, str], Operation]] = {
         "Store a batch of Protocol 012 events (each event_id once)",
         "ingest",
         IngestResponse,
-        body=WireBatch,
-        extra_responses={"413": "Body or batch too large: split it", "415": "Not JSON"},
+        body_schema=_INGEST_BODY,
+        extra_responses={
+            "408": "The body arrived too slowly (--body-timeout)",
+            "413": "Body or batch too large: split it",
+            "415": "Not JSON",
+        },
     ),
     ("/analytics/stats", "get"): Operation("Stored events and retention", "read", StatsResponse),
     ("/analytics/events", "get"): Operation(
@@ -272,6 +297,45 @@ OPERATIONS: Final[dict[tuple[str, str], Operation]] = {
         ],
         media_type="text/html",
     ),
+    ("/analytics/errors", "get"): Operation(
+        "The most frequent error patterns",
+        "read",
+        ErrorPatternsSnapshot,
+        [
+            _query(
+                "limit",
+                {"type": "integer", "minimum": 1, "maximum": MAX_PATTERNS, "default": 20},
+                "How many patterns.",
+            )
+        ],
+    ),
+    ("/analytics/slo", "get"): Operation(
+        "SLO status over a window, with burn-rate alerts",
+        "read",
+        SloStatus,
+        [
+            _query(
+                "target",
+                {"type": "string", "pattern": TARGET_PATTERN, "default": "0.999"},
+                "Success-rate target, a decimal strictly between 0 and 1.",
+            ),
+            _query(
+                "window",
+                {
+                    "type": "integer",
+                    "minimum": 1,
+                    "maximum": MAX_WINDOW_MS // 1000,
+                    "default": HOUR_MS // 1000,
+                },
+                "Window, seconds.",
+            ),
+        ],
+    ),
+    ("/analytics/budgets", "get"): Operation(
+        "Every budget in its current period", "read", BudgetsResponse
+    ),
+    ("/analytics/streaming", "get"): Operation("Streaming statistics", "read", StreamingSnapshot),
+    ("/metrics", "get"): Operation("Prometheus exposition", "read", None, media_type="text/plain"),
 }
 
 _TYPES: Final = (
@@ -287,8 +351,11 @@ _TYPES: Final = (
     ClearResponse,
     ErrorBody,
     ParamErrorBody,
+    ErrorPatternsSnapshot,
+    SloStatus,
+    BudgetsResponse,
+    StreamingSnapshot,
 )
-_REF: Final = "#/components/schemas/{name}"
 
 
 def _content(schema: dict[str, Any], media_type: str = "application/json") -> dict[str, Any]:
@@ -306,7 +373,9 @@ def _operation(op: Operation, path: str, method: str) -> dict[str, Any]:
     }
     if op.parameters:
         out["parameters"] = op.parameters
-    if op.body is not None:
+    if op.body_schema is not None:
+        out["requestBody"] = {"required": True, **_content(op.body_schema)}
+    elif op.body is not None:
         out["requestBody"] = {
             "required": True,
             **_content({"$ref": _REF.format(name=op.body.__name__)}),
@@ -316,6 +385,8 @@ def _operation(op: Operation, path: str, method: str) -> dict[str, Any]:
             "description": "OK",
             **_content({"$ref": _REF.format(name=op.response.__name__)}),
         }
+    elif op.media_type != "application/json":
+        ok = {"description": "OK", **_content({"type": "string"}, op.media_type)}
     elif path == "/analytics/export":
         ok = {
             "description": "The events (Content-Disposition: attachment)",
@@ -334,7 +405,7 @@ def _operation(op: Operation, path: str, method: str) -> dict[str, Any]:
     responses: dict[str, Any] = {"200": ok}
     if op.parameters:
         responses["400"] = _error("A bad parameter (named in `parameter`)", ParamErrorBody)
-    elif op.body is not None:
+    elif op.body is not None or op.body_schema is not None:
         responses["400"] = _error("Malformed body")
     if op.scope is not None:
         out["security"] = [{"bearerAuth": []}]

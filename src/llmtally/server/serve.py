@@ -28,7 +28,7 @@ from ..storage.base import EventStorage
 from ..storage.sqlite import SqliteStorage
 from .app import create_app
 from .auth import Auth
-from .context import DEFAULT_MAX_BATCH, DEFAULT_MAX_BODY_BYTES
+from .context import DEFAULT_BODY_TIMEOUT_S, DEFAULT_MAX_BATCH, DEFAULT_MAX_BODY_BYTES
 
 __all__ = ["LOG_LEVELS", "ServeOptions", "ServeError", "serve"]
 
@@ -55,6 +55,7 @@ class ServeOptions:
     insecure_no_auth: bool = False
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     max_batch: int = DEFAULT_MAX_BATCH
+    body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S
     busy_timeout_ms: int = 5_000
     log_level: str = "info"
     access_log: bool = False
@@ -170,6 +171,7 @@ def serve(options: ServeOptions, environ: dict[str, str]) -> int:
             auth=auth,
             max_body_bytes=options.max_body_bytes,
             max_batch=options.max_batch,
+            body_timeout_s=options.body_timeout_s,
             own_storage=True,
             detect_interval_s=options.detect_interval_s,
             detector_config=DetectorConfig(sensitivity=options.anomaly_sensitivity),

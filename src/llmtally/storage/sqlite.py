@@ -5,11 +5,21 @@ connection is in autocommit mode and every write is an explicit ``BEGIN IMMEDIAT
 ``COMMIT``, so a batch, its rollup rows and its stats checkpoint land together or not at
 all. Queries (``QueryStorage``) run on a second, read-only connection opened on first use:
 WAL lets them read a consistent snapshot beside the writer without holding it up.
+
+A corrupt file (not a database, a truncated one, a malformed image) is refused at open
+by default; with ``on_corrupt="move_aside"`` (what ``EventStore`` uses: an embedded
+store must keep its router running) it is renamed with a UTC timestamp suffix — its
+``-wal`` and ``-shm`` files too — logged at WARNING, counted in ``moved_aside``, and a
+fresh database is created in its place.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import sqlite3
+import struct
+import time
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from itertools import chain
@@ -57,7 +67,7 @@ from .rollups import (
 )
 from .rows import COLUMNS, PENDING, SYNCED, endpoint_of, event_to_row, row_to_event
 
-__all__ = ["MIGRATIONS", "SqliteStorage"]
+__all__ = ["MIGRATIONS", "CorruptDatabaseError", "SqliteStorage"]
 
 _COLS: Final = ", ".join(COLUMNS)
 _SAVE_CHECKPOINT: Final = (
@@ -170,6 +180,67 @@ _KEYS_PER_SELECT: Final = 200
 _KEY_MATCH: Final = "(period_ms = ? AND dim = ? AND start_ms = ? AND value = ?)"
 
 Synchronous = Literal["OFF", "NORMAL", "FULL", "EXTRA"]
+OnCorrupt = Literal["raise", "move_aside"]
+
+logger: Final = logging.getLogger("llmtally.storage")
+
+_MAGIC: Final = b"SQLite format 3\x00"
+
+
+class CorruptDatabaseError(sqlite3.DatabaseError):
+    """The file is not a sound SQLite database (garbage, truncated, malformed)."""
+
+
+def _check_header(path: Path) -> None:
+    """Raise ``CorruptDatabaseError`` if the file at ``path`` (if any, and not empty) does
+    not start with SQLite's header or is shorter than the pages its header declares.
+    Blocking: run it in a worker thread."""
+    try:
+        with path.open("rb") as f:
+            header = f.read(100)
+            size = os.fstat(f.fileno()).st_size
+    except FileNotFoundError:
+        return
+    if not header:
+        return  # an empty file is a database yet to be created
+    if len(header) < 100 or not header.startswith(_MAGIC):
+        raise CorruptDatabaseError("file is not a database (no SQLite header)")
+    page_size = struct.unpack(">H", header[16:18])[0]
+    page_size = 65_536 if page_size == 1 else page_size
+    pages, change, valid_for = struct.unpack(">I", header[28:32]), header[24:28], header[92:96]
+    # The header's page count is meaningful only when the two counters agree (SQLite
+    # file format, section 1.3.8); the file must then hold every one of those pages.
+    if change == valid_for and pages[0] and size < pages[0] * page_size:
+        raise CorruptDatabaseError(
+            f"database file truncated: {size} bytes, header declares {pages[0] * page_size}"
+        )
+
+
+def _is_corruption(exc: BaseException) -> bool:
+    """A database error that says the file is damaged (not a lock, not permissions)."""
+    if isinstance(exc, CorruptDatabaseError):
+        return True
+    if not isinstance(exc, sqlite3.DatabaseError) or isinstance(exc, sqlite3.OperationalError):
+        return False
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB) or "malformed" in str(exc)
+
+
+def _move_aside(path: Path) -> Path:
+    """Rename ``path`` (and its -wal/-shm files) with a UTC timestamp suffix; returns the
+    new name of the main file. Blocking: run it in a worker thread."""
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    target = path.with_name(f"{path.name}.corrupt-{stamp}")
+    n = 1
+    while target.exists():  # two in one second: keep both
+        n += 1
+        target = path.with_name(f"{path.name}.corrupt-{stamp}-{n}")
+    for suffix in ("-wal", "-shm"):
+        side = path.with_name(path.name + suffix)
+        if side.exists():
+            side.rename(target.with_name(target.name + suffix))
+    path.rename(target)
+    return target
 
 
 class SqliteStorage:
@@ -180,6 +251,8 @@ class SqliteStorage:
     ``busy_timeout_ms`` bounds how long a write waits on another process's lock before it
     fails (the persister then retries). One connection serves every caller: an
     ``anyio.Lock`` serialises operations so transactions never interleave.
+    ``on_corrupt``: ``"raise"`` (default) or ``"move_aside"`` a damaged file at open (see
+    the module docstring); ``moved_aside`` lists the files moved so far.
     """
 
     durable = True
@@ -193,8 +266,11 @@ class SqliteStorage:
         busy_timeout_ms: int = 5_000,
         raw_ttl_ms: int | None = DEFAULT_RAW_TTL_MS,
         rollup_ttl_ms: int | None = DEFAULT_ROLLUP_TTL_MS,
+        on_corrupt: OnCorrupt = "raise",
     ) -> None:
         self.path = Path(path)
+        self.on_corrupt = on_corrupt
+        self.moved_aside: list[Path] = []
         self.synchronous = synchronous
         self.busy_timeout_ms = busy_timeout_ms
         self.raw_ttl_ms = raw_ttl_ms
@@ -212,10 +288,32 @@ class SqliteStorage:
         return self._db
 
     async def open(self) -> None:
-        """Open (creating the file and its parent folder) and migrate."""
+        """Open (creating the file and its parent folder) and migrate. Raises
+        ``CorruptDatabaseError`` (a ``sqlite3.DatabaseError``) for a damaged file unless
+        ``on_corrupt="move_aside"``."""
         parent = self.path.parent
         if not await anyio.Path(parent).exists():
             await anyio.Path(parent).mkdir(parents=True, exist_ok=True)
+        try:
+            await self._open()
+        except Exception as exc:
+            if not _is_corruption(exc) or str(self.path) == ":memory:":
+                raise
+            if self.on_corrupt != "move_aside":
+                raise CorruptDatabaseError(f"{self.path} is damaged: {exc}") from exc
+            moved = await anyio.to_thread.run_sync(_move_aside, self.path)
+            self.moved_aside.append(moved)
+            logger.warning(
+                "llmtally: database %s is damaged (%s); moved it to %s and started a fresh one",
+                self.path,
+                exc,
+                moved,
+            )
+            await self._open()
+
+    async def _open(self) -> None:
+        if str(self.path) != ":memory:":
+            await anyio.to_thread.run_sync(_check_header, self.path)
         db = await aiosqlite.connect(self.path, isolation_level=None)
         try:
             await db.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
@@ -225,6 +323,9 @@ class SqliteStorage:
             self._db = db
             async with self._transaction():
                 await self._migrate(db)
+            # Reads every page of the events table's smallest index: a damaged one shows
+            # now, not in the middle of the router's traffic.
+            await self._scalar("SELECT count(*) FROM events")
         except BaseException:
             self._db = None
             await db.close()
