@@ -50,11 +50,22 @@ def test_quickstart_example_runs(tmp_path: Path) -> None:
 def test_readme_python_blocks_run(tmp_path: Path, block: str) -> None:
     env = dict(os.environ)
     collector = None
+    upstream = None
     if "SyncConfig" in block:  # the sync example talks to a real collector
         collector = start_collector(
             tmp_path / "collector", tokens={"LLMTALLY_INGEST_TOKENS": "router-secret"}
         )
         env["LLMTALLY_COLLECTOR_URL"] = collector.url
+    if "AsyncOpenAI" in block:  # the SDK example talks to the demo's fake OpenAI API
+        upstream = subprocess.Popen(
+            [sys.executable, "-m", "llmtally.demo.child", "upstream"],
+            stdin=subprocess.PIPE,  # its lifeline: closing it stops the child
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert upstream.stdout is not None
+        env["OPENAI_BASE_URL"] = upstream.stdout.readline().strip() + "/v1"
+        env["OPENAI_API_KEY"] = "sk-test"
     try:
         out = subprocess.run(
             [sys.executable, "-c", block],
@@ -68,8 +79,15 @@ def test_readme_python_blocks_run(tmp_path: Path, block: str) -> None:
     finally:
         if collector is not None:
             assert collector.terminate() == 0
+        if upstream is not None:
+            upstream.communicate(timeout=30)  # closes stdin: the child stops
     if collector is not None:
         assert "accepted=1" in out, out
+    if upstream is not None:
+        tokens, requests, by_model = out.split(" ", 2)
+        assert int(tokens) > 0
+        assert requests == "2", out  # the plain call and the stream: one event each
+        assert "gpt-4o-mini" in by_model
 
 
 @pytest.mark.parametrize("block", README_APPS, ids=[f"app-{i}" for i in range(len(README_APPS))])
