@@ -12,6 +12,7 @@ import argparse
 import os
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import NamedTuple
 
 __all__ = ["build_parser", "main"]
@@ -64,6 +65,23 @@ API tokens come from the environment, as comma-separated lists:
   LLMTALLY_READ_TOKENS    may read stats and events
   LLMTALLY_ADMIN_TOKENS   may read, and clear the data (cannot post events)
 With none set the server refuses to start, unless --insecure-no-auth.
+
+Budgets (--budgets FILE, .toml or .json): the collector follows each budget's spend in
+its current period from the stored events of every router, and shows it at
+GET /analytics/budgets, on the dashboard and as llmtally_budget_* gauges in /metrics.
+It reports; routers enforce (their EventStore budgets). A TOML file:
+
+  [[budgets]]
+  id = "support-daily"          # unique
+  limit_usd = "25.00"           # or limit_micros = 25000000; never a float
+  scope = "agent_id"            # global (default) | agent_id | provider_id | model
+  scope_value = "support-bot"   # required unless scope = "global"
+  period = "daily"              # daily | weekly | monthly (default) | total
+  timezone = "Europe/Paris"     # where periods begin (default UTC)
+  thresholds = [50, 80, 100]    # percentages reported once reached (default)
+  kind = "soft"                 # soft (default) | hard (enforced by routers only)
+
+As JSON: {"budgets": [{"id": "support-daily", "limit_usd": "25.00", ...}]}.
 """
 
 
@@ -111,6 +129,13 @@ def _add_serve_arguments(p: argparse.ArgumentParser) -> None:
         help="log verbosity",
     )
     p.add_argument("--access-log", action="store_true", help="log every request")
+    p.add_argument(
+        "--budgets",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="budgets to follow, a .toml or .json file (format above)",
+    )
 
 
 def _run_serve(args: argparse.Namespace) -> int:
@@ -129,6 +154,7 @@ def _run_serve(args: argparse.Namespace) -> int:
         log_level=args.log_level,
         access_log=args.access_log,
         shutdown_timeout=args.shutdown_timeout,
+        budgets=args.budgets,
     )
     try:
         return serve(options, dict(os.environ))

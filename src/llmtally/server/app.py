@@ -25,10 +25,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from ..analysis.budgets import Budget
 from ..storage.base import EventStorage, QueryStorage
 from ..storage.retention import DEFAULT_RETENTION_INTERVAL_S, run_retention
 from . import analytics, dashboard, ingest, live_route, observability, openapi
 from .auth import Auth
+from .budgets import CollectorBudgets
 from .context import DEFAULT_MAX_BATCH, DEFAULT_MAX_BODY_BYTES, ServerContext
 from .live import LiveHub
 from .responses import exception_handlers, json_response
@@ -68,6 +70,8 @@ def create_app(
     extra_routes: RouteFactory | None = None,
     retention_interval_s: float | None = DEFAULT_RETENTION_INTERVAL_S,
     live: LiveHub | None = None,
+    budgets: Sequence[Budget] = (),
+    clock: Callable[[], int] | None = None,
 ) -> Starlette:
     """The collector app over ``storage``.
 
@@ -80,14 +84,24 @@ def create_app(
     ``GET /analytics/live`` (default: a ``LiveHub()``); whoever runs the server calls
     ``app.state.llmtally.live.close()`` when shutdown begins, so that open streams do not
     hold it up (``llmtally serve`` does; the lifespan's shutdown closes it too, late).
-    Raises ``ValueError`` for non-positive limits.
+    ``budgets`` are tracked from the storage (``server.budgets``) in the periods of
+    ``clock`` (unix milliseconds; default the wall clock). Raises ``ValueError`` for
+    non-positive limits, budgets over a storage that answers no queries, or duplicate
+    budget ids.
     """
+    if budgets and not isinstance(storage, QueryStorage):
+        raise ValueError("budgets need a storage that answers queries")
     ctx = ServerContext(
         storage=storage,
         auth=auth,
         max_body_bytes=max_body_bytes,
         max_batch=max_batch,
         live=live or LiveHub(),
+        budgets=(
+            CollectorBudgets(storage, budgets, clock=clock)
+            if isinstance(storage, QueryStorage)
+            else None
+        ),
     )
     routes: list[BaseRoute] = [Route(HEALTH_PATH, health, methods=["GET"])]
     for factory in (*ROUTE_MODULES, *((extra_routes,) if extra_routes else ())):

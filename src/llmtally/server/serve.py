@@ -17,6 +17,7 @@ import socket
 import types
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Final, Literal
 
 import uvicorn
@@ -27,6 +28,7 @@ from ..storage.base import EventStorage
 from ..storage.sqlite import SqliteStorage
 from .app import create_app
 from .auth import Auth
+from .budget_file import load_budgets
 from .context import DEFAULT_MAX_BATCH, DEFAULT_MAX_BODY_BYTES
 
 __all__ = ["LOG_LEVELS", "ServeOptions", "ServeError", "serve"]
@@ -58,6 +60,7 @@ class ServeOptions:
     log_level: str = "info"
     access_log: bool = False
     shutdown_timeout: int = 30
+    budgets: Path | None = None
 
 
 class _Server(uvicorn.Server):
@@ -151,12 +154,14 @@ def serve(options: ServeOptions, environ: dict[str, str]) -> int:
 
     ``options.db`` is a SQLite file or a ``postgresql://`` URL (many collectors may share
     one PostgreSQL database). Raises ``ServeError`` when the server cannot start: no
-    tokens configured and no ``--insecure-no-auth`` (exit code 2), a PostgreSQL URL
-    without the postgres extra (2), a database that cannot be opened (1). Tokens come
-    from ``environ``; they and database passwords are never logged.
+    tokens configured and no ``--insecure-no-auth`` (exit code 2), a bad budgets file
+    (2), a PostgreSQL URL without the postgres extra (2), a database that cannot be
+    opened (1). Tokens come from ``environ``; they and database passwords are never
+    logged.
     """
     try:
         auth = Auth.from_env(environ, insecure=options.insecure_no_auth)
+        budgets = load_budgets(options.budgets) if options.budgets is not None else []
     except ConfigurationError as exc:
         raise ServeError(str(exc), exit_code=2) from None
     try:
@@ -167,6 +172,7 @@ def serve(options: ServeOptions, environ: dict[str, str]) -> int:
             max_body_bytes=options.max_body_bytes,
             max_batch=options.max_batch,
             own_storage=True,
+            budgets=budgets,
         )
     except ValueError as exc:
         raise ServeError(str(exc), exit_code=2) from None
@@ -192,10 +198,11 @@ def serve(options: ServeOptions, environ: dict[str, str]) -> int:
             url,
         )
     logger.info(
-        "llmtally collector on %s (db %s, %d API tokens, loop %s, http %s)",
+        "llmtally collector on %s (db %s, %d API tokens, %d budgets, loop %s, http %s)",
         url,
         _redacted(options.db),
         auth.token_count,
+        len(budgets),
         config.loop,
         config.http,
     )
