@@ -12,7 +12,7 @@ import pytest
 from llmtally import ConfigurationError, ValidationError
 from llmtally.analysis.budgets import Budget, BudgetBook, period_bounds
 from llmtally.events import AnalyticsEvent, LlmRequestCompleted, LlmRequestFailed
-from llmtally.server.budget_file import MAX_BUDGETS, load_budgets, parse_budgets
+from llmtally.server.budget_file import MAX_BUDGETS, dump_budgets, load_budgets, parse_budgets
 from llmtally.server.budgets import CollectorBudgets
 from llmtally.storage.sqlite import SqliteStorage
 
@@ -182,6 +182,10 @@ def test_a_toml_file_and_its_json_twin_give_the_same_budgets(tmp_path: Path) -> 
     )
     (tmp_path / "b.JSON").write_bytes(json)
     assert load_budgets(tmp_path / "b.JSON") == want
+
+
+def test_dumped_budgets_load_back() -> None:
+    assert parse_budgets(dump_budgets(BUDGETS), "json") == BUDGETS
 
 
 @pytest.mark.parametrize(

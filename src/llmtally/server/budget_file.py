@@ -20,6 +20,7 @@ silently), and so are duplicate ids.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Final
 
@@ -28,7 +29,7 @@ import msgspec
 from .._exceptions import ConfigurationError, ValidationError
 from ..analysis.budgets import Budget, BudgetKind, BudgetPeriod, BudgetScope, usd_to_micros
 
-__all__ = ["MAX_BUDGETS", "load_budgets", "parse_budgets"]
+__all__ = ["MAX_BUDGETS", "dump_budgets", "load_budgets", "parse_budgets"]
 
 MAX_BUDGETS: Final = 1_000
 """The most budgets a file may hold: each one is a query per refresh."""
@@ -42,7 +43,7 @@ class _Entry(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     limit_usd: str | int | _Unset = msgspec.UNSET
     limit_micros: int | _Unset = msgspec.UNSET
     scope: BudgetScope | _Unset = msgspec.UNSET
-    scope_value: str | _Unset = msgspec.UNSET
+    scope_value: str | _Unset | None = msgspec.UNSET
     period: BudgetPeriod | _Unset = msgspec.UNSET
     kind: BudgetKind | _Unset = msgspec.UNSET
     thresholds: list[int] | _Unset = msgspec.UNSET
@@ -71,6 +72,11 @@ def _budget(entry: _Entry) -> Budget:
     if not isinstance(entry.thresholds, _Unset):
         fields["thresholds"] = tuple(entry.thresholds)
     return Budget(id=entry.id, limit_micros=limit, **fields)
+
+
+def dump_budgets(budgets: Sequence[Budget]) -> bytes:
+    """``budgets`` as a JSON budgets file (``parse_budgets(dump_budgets(b), "json") == b``)."""
+    return msgspec.json.format(msgspec.json.encode({"budgets": list(budgets)})) + b"\n"
 
 
 def parse_budgets(data: bytes, fmt: str) -> list[Budget]:
