@@ -13,6 +13,7 @@ import math
 import os
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import NamedTuple
 
 __all__ = ["build_parser", "main"]
@@ -89,6 +90,23 @@ API tokens come from the environment, as comma-separated lists:
   LLMTALLY_READ_TOKENS    may read stats and events
   LLMTALLY_ADMIN_TOKENS   may read, and clear the data (cannot post events)
 With none set the server refuses to start, unless --insecure-no-auth.
+
+Budgets (--budgets FILE, .toml or .json): the collector follows each budget's spend in
+its current period from the stored events of every router, and shows it at
+GET /analytics/budgets, on the dashboard and as llmtally_budget_* gauges in /metrics.
+It reports; routers enforce (their EventStore budgets). A TOML file:
+
+  [[budgets]]
+  id = "support-daily"          # unique
+  limit_usd = "25.00"           # or limit_micros = 25000000; never a float
+  scope = "agent_id"            # global (default) | agent_id | provider_id | model
+  scope_value = "support-bot"   # required unless scope = "global"
+  period = "daily"              # daily | weekly | monthly (default) | total
+  timezone = "Europe/Paris"     # where periods begin (default UTC)
+  thresholds = [50, 80, 100]    # percentages reported once reached (default)
+  kind = "soft"                 # soft (default) | hard (enforced by routers only)
+
+As JSON: {"budgets": [{"id": "support-daily", "limit_usd": "25.00", ...}]}.
 """
 
 
@@ -154,6 +172,13 @@ def _add_serve_arguments(p: argparse.ArgumentParser) -> None:
         default=5.0,
         help="z-score an anomaly must reach (higher: fewer, surer anomalies)",
     )
+    p.add_argument(
+        "--budgets",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="budgets to follow, a .toml or .json file (format above)",
+    )
 
 
 def _run_serve(args: argparse.Namespace) -> int:
@@ -175,6 +200,7 @@ def _run_serve(args: argparse.Namespace) -> int:
         shutdown_timeout=args.shutdown_timeout,
         detect_interval_s=args.detect_interval or None,
         anomaly_sensitivity=args.anomaly_sensitivity,
+        budgets=args.budgets,
     )
     try:
         return serve(options, dict(os.environ))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -107,6 +108,12 @@ def test_a_short_run_is_consistent_end_to_end(tmp_path: Path) -> None:
     out = run.stdout
     assert "300 requests" in out and "By model" in out and "Top error patterns" in out
     assert "held by the collector" in out and s["read_token"] in out
+    assert s["dashboard_url"] == f"{s['collector_url']}/?token={s['read_token']}"
+    assert f"dashboard: {s['dashboard_url']}" in out
+    given = json.loads((folder / "budgets.json").read_text())["budgets"]
+    assert [(b["id"], b["scope_value"]) for b in given] == [
+        (b["budget_id"], b["scope_value"]) for b in s["budgets"]
+    ]
     assert not _wait_gone(marker)
 
 
@@ -127,12 +134,12 @@ def test_keep_serving_serves_the_collector_until_ctrl_c(tmp_path: Path) -> None:
             assert time.monotonic() < deadline, "no summary within 60 s"
             time.sleep(0.05)
         s = _summary(folder)
-        stats = httpx2.get(
-            s["dashboard_url"] + "analytics/stats",
-            headers={"authorization": f"Bearer {s['read_token']}"},
-        )
+        read = {"authorization": f"Bearer {s['read_token']}"}
+        stats = httpx2.get(s["collector_url"] + "/analytics/stats", headers=read)
         assert stats.status_code == 200 and stats.json()["total_events"] == 60
-        assert httpx2.get(s["dashboard_url"] + "analytics/stats").status_code == 401
+        assert httpx2.get(s["collector_url"] + "/analytics/stats").status_code == 401
+        _collector_budgets_agree(s, read)
+        _dashboard_link_signs_in(s)
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=30)
     finally:
@@ -143,6 +150,40 @@ def test_keep_serving_serves_the_collector_until_ctrl_c(tmp_path: Path) -> None:
     assert "Traceback" not in err
     assert "Ctrl-C to stop" in out
     assert not _wait_gone(marker)
+
+
+def _collector_budgets_agree(s: dict[str, Any], read: dict[str, str]) -> None:
+    """The collector, given the router's budgets, finds the spend the router's store has."""
+    router = {b["budget_id"]: b for b in s["budgets"]}
+    assert len(router) == 2 and all(b["spent_nanos"] > 0 for b in router.values())
+    keys = ("spent_nanos", "spent_micros", "limit_micros", "thresholds_reached", "period_start_ms")
+    deadline = time.monotonic() + 15  # its answers are cached a few seconds: poll, bounded
+    while True:
+        answer = httpx2.get(s["collector_url"] + "/analytics/budgets", headers=read)
+        assert answer.status_code == 200
+        collector = {b["budget_id"]: b for b in answer.json()["budgets"]}
+        if collector.keys() == router.keys() and all(
+            collector[i]["spent_nanos"] == router[i]["spent_nanos"] for i in router
+        ):
+            break
+        assert time.monotonic() < deadline, (collector, router)
+        time.sleep(0.1)
+    for budget_id, b in router.items():
+        assert {k: collector[budget_id][k] for k in keys} == {k: b[k] for k in keys}
+
+
+def _dashboard_link_signs_in(s: dict[str, Any]) -> None:
+    """The printed link trades its token for a session cookie; the page shows the budgets."""
+    with httpx2.Client() as browser:
+        signed_in = browser.get(s["dashboard_url"])
+        assert signed_in.status_code == 303
+        assert "token=" not in signed_in.headers["location"]
+        page = browser.get(s["collector_url"] + "/")
+    assert page.status_code == 200
+    for b in s["budgets"]:
+        row = re.search(rf'<tr data-budget="{re.escape(b["budget_id"])}"[^>]*>', page.text)
+        assert row is not None
+        assert f'data-spent-micros="{b["spent_micros"]}"' in row[0]
 
 
 def test_ctrl_c_during_the_run_stops_early_and_cleanly(tmp_path: Path) -> None:

@@ -208,5 +208,5 @@ async def test_empty_storage_renders() -> None:
     html = render_panels(data)
     assert "no data in this range" in html
     assert "No failed requests in this range." in html
-    assert "No budgets here" in html
+    assert "No budgets here" in html and "--budgets FILE" in html
     assert data.latest == []

@@ -29,8 +29,9 @@ sending chat and messages calls, streamed and not, for two agents with daily bud
 with about 2% failures (429, 500, 529, broken streams and connections, timeouts).
 
 Shows live progress, then totals, per-model cost and latency, error patterns, the SLO,
-budgets, and whether the collector holds every event exactly once. Files go to --dir
-(earlier demo files there are replaced); summary.json holds the summary.
+budgets, whether the collector holds every event exactly once, and the dashboard's
+sign-in link (it shows the same budgets: budgets.json is given to the collector). Files
+go to --dir (earlier demo files there are replaced); summary.json holds the summary.
 """
 
 
@@ -100,7 +101,8 @@ def _prepare(folder: Path) -> None:
     for name in ("router.db", "collector.db"):
         for suffix in ("", "-wal", "-shm"):
             (folder / f"{name}{suffix}").unlink(missing_ok=True)
-    (folder / "summary.json").unlink(missing_ok=True)
+    for name in ("summary.json", "budgets.json"):
+        (folder / name).unlink(missing_ok=True)
 
 
 def _single(exc: BaseException) -> BaseException:

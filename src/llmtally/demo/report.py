@@ -182,6 +182,7 @@ def print_summary(console: Console, summary: DemoSummary) -> None:
         f"rejected {sync.rejected}, still pending {sync.unsynced}"
     )
     console.print(
-        f"dashboard: [bold]{summary.dashboard_url}[/]  read token: {summary.read_token}\n"
-        f"files: {summary.files} (router.db, collector.db, summary.json, *.log)"
+        f"dashboard: [bold]{summary.dashboard_url}[/]\n"
+        f"API: {summary.collector_url} (Authorization: Bearer {summary.read_token})\n"
+        f"files: {summary.files} (router.db, collector.db, budgets.json, summary.json, *.log)"
     )

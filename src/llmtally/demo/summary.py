@@ -45,7 +45,9 @@ class DemoSummary(msgspec.Struct, frozen=True, kw_only=True):
     """One demo run. ``elapsed_s`` runs from the router's start to the clients' end.
     ``cpu_ms_per_request``: CPU time per recorded request of each process (the clients,
     the router, the fake upstream, the collector — startup included; where measurable):
-    their sum over the machine's cores bounds the run time from below."""
+    their sum over the machine's cores bounds the run time from below.
+    ``dashboard_url`` signs in with the read token (``?token=``); ``collector_url`` is
+    the API's base, to use with ``Authorization: Bearer <read_token>``."""
 
     elapsed_s: float
     requests_per_s: float
@@ -57,6 +59,7 @@ class DemoSummary(msgspec.Struct, frozen=True, kw_only=True):
     error_patterns: list[ErrorPattern]
     total_errors: int
     slo: SloStatus
+    collector_url: str
     dashboard_url: str
     read_token: str
     files: str
@@ -70,6 +73,7 @@ def summarize(
     *,
     elapsed: float,
     cpu_seconds: dict[str, float],
+    collector_url: str,
     dashboard_url: str,
     read_token: str,
     files: Path,
@@ -105,6 +109,7 @@ def summarize(
         error_patterns=errors.patterns,
         total_errors=errors.total_errors,
         slo=store.slo_status(SLO_TARGET),
+        collector_url=collector_url,
         dashboard_url=dashboard_url,
         read_token=read_token,
         files=str(files),

@@ -5,6 +5,10 @@
     load (child) ──HTTP──▶ router (this process: LlmTallyMiddleware, EventStore) ──HTTP──▶ upstream (child)
                                  │ LlmTallyTransport records each call; the store syncs ──▶ collector (child)
 
+The router's two agents have daily budgets in its store; the same budgets go to the
+collector (``budgets.json`` in the demo folder, ``llmtally serve --budgets``), whose
+dashboard then shows their spend as the collector sees it.
+
 Order: the children start together (their imports overlap); the router serves once the
 upstream printed its URL and the collector answers ``/health``; the clients' first
 requests wait in the router's listen backlog meanwhile. When the clients are done (or
@@ -24,6 +28,7 @@ from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
+from urllib.parse import urlencode
 
 import anyio
 import httpx2
@@ -32,6 +37,7 @@ import uvicorn
 
 from .._config import SyncConfig
 from ..analysis.budgets import Budget
+from ..server.budget_file import dump_budgets
 from ..store import EventStore
 from .load import LoadReport
 from .processes import Children, wait_healthy
@@ -39,7 +45,7 @@ from .router import create_router_app
 from .summary import DemoSummary, summarize
 from .workload import AGENTS, FORWARDED_HEADERS, expected_spend_nanos
 
-__all__ = ["DemoOptions", "run_demo"]
+__all__ = ["BUDGETS_FILE", "DemoOptions", "dashboard_link", "run_demo"]
 
 STARTUP_TIMEOUT_S: Final = 30.0
 UPSTREAM_TIMEOUT_S: Final = 2.0
@@ -47,6 +53,8 @@ UPSTREAM_TIMEOUT_S: Final = 2.0
 SOFT_BUDGET_END_PERCENT: Final = 90
 """The first agent's budget is sized to end the run here: past its 50% and 80% marks."""
 RELAXED_BUDGET_END_PERCENT: Final = 35
+BUDGETS_FILE: Final = "budgets.json"
+"""The agents' budgets, given to the collector (in the demo folder)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -112,6 +120,12 @@ def _budgets(options: DemoOptions) -> list[Budget]:
     return budgets
 
 
+def dashboard_link(collector_url: str, read_token: str) -> str:
+    """The dashboard's sign-in link: it trades ``?token=`` for a read-session cookie and
+    drops the token from the address (``server.dashboard.route``)."""
+    return f"{collector_url}/?{urlencode({'token': read_token})}"
+
+
 def _child_env(tokens: dict[str, str]) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("LLMTALLY_")}
     env.update(tokens)
@@ -145,6 +159,9 @@ async def run_demo(
     router_sock.bind(("127.0.0.1", 0))
     router_sock.listen(2048)  # the clients' first requests wait here until the router runs
     router_url = f"http://127.0.0.1:{router_sock.getsockname()[1]}"
+    budgets = _budgets(options)
+    budgets_file = options.dir / BUDGETS_FILE
+    await anyio.Path(budgets_file).write_bytes(dump_budgets(budgets))
     try:
         async with Children(options.dir) as children:
             upstream = await children.start("upstream", [])
@@ -153,6 +170,8 @@ async def run_demo(
                 [
                     "--db",
                     str(options.dir / "collector.db"),
+                    "--budgets",
+                    str(budgets_file),
                     "--port",
                     collector_url.rsplit(":", 1)[1],
                     "--log-level",
@@ -177,7 +196,6 @@ async def run_demo(
             if options.duration is not None:
                 load_args += ["--duration", str(options.duration)]
             load = await children.start("load", load_args)
-            budgets = _budgets(options)  # CPU work while the children import
             upstream_url = await upstream.read_line(STARTUP_TIMEOUT_S)
             await wait_healthy(collector, f"{collector_url}/health", STARTUP_TIMEOUT_S)
 
@@ -240,7 +258,8 @@ async def run_demo(
                 collected,
                 elapsed=elapsed,
                 cpu_seconds={k: v for k, v in cpu.items() if v is not None},
-                dashboard_url=f"{collector_url}/",
+                collector_url=collector_url,
+                dashboard_url=dashboard_link(collector_url, read_token),
                 read_token=read_token,
                 files=options.dir,
             )

@@ -24,7 +24,15 @@ import anyio
 
 from ..events import nanos_to_micros
 from ..storage.base import Cursor, QueryStorage, RequestRow, RollupRow, StoredRollup
-from ..storage.rollups import HOUR_MS, MINUTE_MS, Metric, Rollup, rollup_from_row, status_of
+from ..storage.rollups import (
+    COUNTERS,
+    HOUR_MS,
+    MINUTE_MS,
+    Metric,
+    Rollup,
+    rollup_from_row,
+    status_of,
+)
 from ._types import (
     GROUP_BY,
     MAX_BUCKETS,
@@ -40,11 +48,13 @@ from ._types import (
 )
 from .events import check_range
 
-__all__ = ["Plan", "aggregate", "bucket_start", "plan"]
+__all__ = ["Plan", "aggregate", "bucket_start", "cost_by", "plan"]
 
 PAGE: Final = 5_000
 _WEEK_ORIGIN_MS: Final = 4 * 86_400_000  # 1970-01-05, a Monday
 
+_COST_COLUMN: Final = COUNTERS.index("cost_nanos")  # in a ``StoredRollup``
+_RAW_COST: Final = 12  # in a ``RequestRow``
 _Cell = tuple[int, str]  # (bucket start, group value)
 _GROUP_INDEX: Final[dict[str | None, int]] = {
     "model": 3,
@@ -321,3 +331,47 @@ async def aggregate(
     return _result(
         fold, totals, start_ms, end_ms, gb, win, window_ms, "rollups" if use_rollups else "raw"
     )
+
+
+async def cost_by(storage: QueryStorage, start_ms: int, end_ms: int, dim: str) -> dict[str, int]:
+    """The cost (nano-dollars, exact) of the request events in ``[start_ms, end_ms)`` per
+    value of the facet ``dim`` (``""``: every request, under ``""``; ``"model"``,
+    ``"agent"``, ``"provider_id"``, ...; an absent agent or API key is ``""``).
+
+    Read like ``aggregate``: whole hours and minutes from rollup rows (only their cost
+    column, nothing decoded), the ragged ends from raw events; raw events only where the
+    storage keeps no rollups. Raises ``QueryError`` for ``end`` before ``start`` or an
+    unknown facet; storage errors propagate.
+    """
+    check_range(start_ms, end_ms)
+    if dim != "" and dim not in _GROUP_INDEX:
+        raise QueryError("dim", f"must be one of {', '.join(map(str, _GROUP_INDEX))} or empty")
+    totals: dict[str, int] = {}
+    if storage.has_rollups:
+        p = plan(start_ms, end_ms, None)
+        tiers = [(HOUR_MS, p.hours)] if p.hours else []
+        tiers += [(MINUTE_MS, r) for r in p.minutes]
+        for period, (lo, hi) in tiers:
+            after: Cursor | None = None
+            while True:
+                rows = await storage.scan_rollups(period, dim, lo, hi, after=after, limit=PAGE)
+                for _, group, stored in rows:
+                    totals[group] = totals.get(group, 0) + stored[_COST_COLUMN]
+                if len(rows) < PAGE:
+                    break
+                after = (rows[-1][0], rows[-1][1])
+        raw_ranges = p.raw
+    else:
+        raw_ranges = [(start_ms, end_ms)] if start_ms < end_ms else []
+    index = _GROUP_INDEX.get(dim)
+    for lo, hi in raw_ranges:
+        cursor: Cursor | None = None
+        while True:
+            requests = await storage.scan_requests(lo, hi, after=cursor, limit=PAGE)
+            for row in requests:
+                value = "" if index is None else str(row[index])
+                totals[value] = totals.get(value, 0) + int(row[_RAW_COST])
+            if len(requests) < PAGE:
+                break
+            cursor = (requests[-1][0], requests[-1][1])
+    return totals

@@ -26,10 +26,12 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from ..analysis.anomaly import DetectorConfig
+from ..analysis.budgets import Budget
 from ..storage.base import EventStorage, QueryStorage
 from ..storage.retention import DEFAULT_RETENTION_INTERVAL_S, run_retention
 from . import analytics, dashboard, ingest, live_route, observability, openapi, trends
 from .auth import Auth
+from .budgets import CollectorBudgets
 from .context import (
     DEFAULT_BODY_TIMEOUT_S,
     DEFAULT_MAX_BATCH,
@@ -79,6 +81,8 @@ def create_app(
     live: LiveHub | None = None,
     detect_interval_s: float | None = DEFAULT_DETECT_INTERVAL_S,
     detector_config: DetectorConfig | None = None,
+    budgets: Sequence[Budget] = (),
+    clock: Callable[[], int] | None = None,
 ) -> Starlette:
     """The collector app over ``storage``.
 
@@ -93,9 +97,13 @@ def create_app(
     ``GET /analytics/live`` (default: a ``LiveHub()``); whoever runs the server calls
     ``app.state.llmtally.live.close()`` when shutdown begins, so that open streams do not
     hold it up (``llmtally serve`` does; the lifespan's shutdown closes it too, late).
-    ``body_timeout_s`` bounds the read of a request body (408 past it). Raises
-    ``ValueError`` for non-positive limits.
+    ``body_timeout_s`` bounds the read of a request body (408 past it). ``budgets`` are
+    tracked from the storage (``server.budgets``) in the periods of ``clock`` (unix
+    milliseconds; default the wall clock). Raises ``ValueError`` for non-positive limits,
+    budgets over a storage that answers no queries, or duplicate budget ids.
     """
+    if budgets and not isinstance(storage, QueryStorage):
+        raise ValueError("budgets need a storage that answers queries")
     ctx = ServerContext(
         storage=storage,
         auth=auth,
@@ -103,6 +111,11 @@ def create_app(
         max_batch=max_batch,
         live=live or LiveHub(),
         body_timeout_s=body_timeout_s,
+        budgets=(
+            CollectorBudgets(storage, budgets, clock=clock)
+            if isinstance(storage, QueryStorage)
+            else None
+        ),
     )
     routes: list[BaseRoute] = [Route(HEALTH_PATH, health, methods=["GET"])]
     for factory in (*ROUTE_MODULES, *((extra_routes,) if extra_routes else ())):

@@ -17,6 +17,7 @@ import anyio
 from ..events import AnalyticsEvent
 from ..storage.base import EventStorage
 from .auth import Auth
+from .budgets import CollectorBudgets
 from .live import LiveHub
 
 __all__ = [
@@ -43,7 +44,9 @@ class ServerContext:
     event id once), synchronously; route modules append to it when ``create_app``
     builds the app (e.g. ``observability`` feeds its trackers). They must not raise.
     ``live`` fans newly stored events out to ``GET /analytics/live`` streams (and the
-    dashboard); the server closes it when it starts shutting down.
+    dashboard); the server closes it when it starts shutting down. ``budgets`` are the
+    collector's budgets (``/analytics/budgets``, ``/metrics``, the dashboard), ``None``
+    for a storage that answers no queries.
     """
 
     storage: EventStorage
@@ -54,6 +57,7 @@ class ServerContext:
     write_lock: anyio.Lock = field(default_factory=anyio.Lock)
     ingest_observers: list[Callable[[Sequence[AnalyticsEvent]], None]] = field(default_factory=list)
     live: LiveHub = field(default_factory=LiveHub)
+    budgets: CollectorBudgets | None = None
 
     def __post_init__(self) -> None:
         if self.max_body_bytes < 1:

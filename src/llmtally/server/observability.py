@@ -25,11 +25,17 @@ them:
   any Prometheus counter, its numbers cover what *this* process ingested since it
   started: across replicas, ``sum()`` them (each event is stored, and counted, by one
   replica); ``rate()`` absorbs restarts. Durable totals are ``/analytics/stats`` and
-  ``/analytics/aggregate``, which read the storage. A collector has no budgets.
+  ``/analytics/aggregate``, which read the storage. So are budgets: a collector given
+  budgets (``llmtally serve --budgets FILE``) computes their spend from the storage
+  (``server.budgets.CollectorBudgets``, cached a few seconds) before answering
+  ``/analytics/budgets`` and ``/metrics`` (whose ``llmtally_budget_*`` gauges are the
+  embedded store's; ``reserved`` is always 0: a collector holds nothing). Without
+  budgets the list is empty.
 """
 
 from __future__ import annotations
 
+import inspect
 import logging
 import re
 import time
@@ -54,9 +60,11 @@ from ..analysis.trackers import Trackers
 from ..events import AnalyticsEvent
 from ..prometheus import MetricsSource, make_registry, render
 from .auth import Auth, Scope
+from .budgets import CollectorBudgets
 from .context import ServerContext
+from .failures import is_transient
 from .live import LiveHubMetrics
-from .responses import exception_handlers, json_response
+from .responses import error_response, exception_handlers, json_response
 
 __all__ = [
     "MAX_PATTERNS",
@@ -123,8 +131,10 @@ class CollectorView:
         clock: Callable[[], int] | None = None,
         max_keys: int = 10_000,
         max_error_patterns: int = 1_000,
+        budgets: CollectorBudgets | None = None,
     ) -> None:
         self._clock = clock or _wall_clock_ms
+        self._budgets = budgets
         self._aggregate = Aggregate(max_keys=max_keys)
         self._trackers = Trackers(max_patterns=max_error_patterns, max_models=max_keys)
 
@@ -163,8 +173,15 @@ class CollectorView:
         return self._trackers.streaming.snapshot()
 
     def budget_status(self) -> list[BudgetStatus]:
-        """A collector has no budgets: ``[]``."""
-        return []
+        """The budgets as last computed by ``refresh_budgets`` (no I/O: ``/metrics``
+        calls it at scrape time); ``[]`` without budgets."""
+        return [] if self._budgets is None else self._budgets.cached()
+
+    async def refresh_budgets(self) -> None:
+        """Bring ``budget_status`` up to date (from the cache if it is fresh enough).
+        Storage errors propagate."""
+        if self._budgets is not None:
+            await self._budgets.status()
 
 
 # --- parameters -------------------------------------------------------------------------
@@ -201,23 +218,32 @@ Endpoint = Callable[[Request], Awaitable[Response]]
 
 
 def routes_for(
-    source: ObservabilitySource, auth: Auth, *, extra_metrics: Sequence[Collector] = ()
+    source: ObservabilitySource,
+    auth: Auth,
+    *,
+    extra_metrics: Sequence[Collector] = (),
+    refresh_budgets: Callable[[], Awaitable[None]] | None = None,
 ) -> list[BaseRoute]:
     """The endpoints over ``source``, each behind a read-scope token check;
-    ``extra_metrics`` are more prometheus_client collectors for ``/metrics``."""
+    ``extra_metrics`` are more prometheus_client collectors for ``/metrics``.
+    ``refresh_budgets`` is awaited before ``/analytics/budgets`` (a storage error is a
+    503 when the database is busy, else a 500) and ``/metrics`` (whose scrape goes on
+    with the last budgets computed, the error logged)."""
     registry = make_registry(source)
     for collector in extra_metrics:
         registry.register(collector)
 
     def guarded(
-        handler: Callable[[Request], Response], params: frozenset[str] = frozenset()
+        handler: Callable[[Request], Response | Awaitable[Response]],
+        params: frozenset[str] = frozenset(),
     ) -> Endpoint:
         async def run(request: Request) -> Response:
             try:
                 for name in request.query_params:
                     if name not in params:
                         raise _BadParameter(name[:64], "unknown parameter")
-                return handler(request)
+                answer = handler(request)
+                return await answer if inspect.isawaitable(answer) else answer
             except _BadParameter as exc:
                 return json_response(_ParamError(exc.message, exc.parameter), 400)
 
@@ -236,16 +262,30 @@ def routes_for(
         window_s = _int_param(request, "window", HOUR_MS // 1000, 1, MAX_WINDOW_MS // 1000)
         return json_response(source.slo_status(target, window_s * 1000))
 
-    def get_budgets(request: Request) -> Response:
+    async def get_budgets(request: Request) -> Response:
         """Every budget in its current period."""
+        if refresh_budgets is not None:
+            try:
+                await refresh_budgets()
+            except Exception as exc:
+                if is_transient(exc):
+                    logger.warning("database busy during budgets, answered 503: %s", exc)
+                    return error_response(503, "database busy, retry shortly", {"Retry-After": "1"})
+                logger.exception("computing budgets failed")
+                return error_response(500, "storage error")
         return json_response(BudgetsResponse(source.budget_status()))
 
     def get_streaming(request: Request) -> Response:
         """Streaming statistics."""
         return json_response(source.streaming_stats())
 
-    def get_metrics(request: Request) -> Response:
+    async def get_metrics(request: Request) -> Response:
         """Prometheus exposition, built now (prometheus_client writes the format)."""
+        if refresh_budgets is not None:
+            try:
+                await refresh_budgets()
+            except Exception as exc:
+                logger.warning("budgets not refreshed for /metrics (last ones served): %s", exc)
         body, content_type = render(registry, request.headers.get("accept"))
         return Response(body, media_type=content_type)
 
@@ -254,16 +294,21 @@ def routes_for(
         Route("/analytics/slo", guarded(get_slo, frozenset({"target", "window"})), methods=["GET"]),
         Route("/analytics/budgets", guarded(get_budgets), methods=["GET"]),
         Route("/analytics/streaming", guarded(get_streaming), methods=["GET"]),
-        Route("/metrics", guarded(get_metrics), methods=["GET"]),
+        Route("/metrics", auth.protect(Scope.READ, get_metrics), methods=["GET"]),
     ]
 
 
 def routes(ctx: ServerContext) -> list[BaseRoute]:
-    """The collector's endpoints: a ``CollectorView`` fed by the ingest path; ``/metrics``
-    also has the live streams' counters."""
-    view = CollectorView()
+    """The collector's endpoints: a ``CollectorView`` fed by the ingest path, with the
+    context's budgets; ``/metrics`` also has the live streams' counters."""
+    view = CollectorView(budgets=ctx.budgets)
     ctx.ingest_observers.append(view.observe)
-    return routes_for(view, ctx.auth, extra_metrics=(LiveHubMetrics(ctx.live),))
+    return routes_for(
+        view,
+        ctx.auth,
+        extra_metrics=(LiveHubMetrics(ctx.live),),
+        refresh_budgets=view.refresh_budgets if ctx.budgets else None,
+    )
 
 
 def observability_app(source: ObservabilitySource, *, auth: Auth) -> Starlette:

@@ -17,6 +17,7 @@ import socket
 import types
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Final, Literal
 
 import uvicorn
@@ -28,6 +29,7 @@ from ..storage.base import EventStorage
 from ..storage.sqlite import SqliteStorage
 from .app import create_app
 from .auth import Auth
+from .budget_file import load_budgets
 from .context import DEFAULT_BODY_TIMEOUT_S, DEFAULT_MAX_BATCH, DEFAULT_MAX_BODY_BYTES
 
 __all__ = ["LOG_LEVELS", "ServeOptions", "ServeError", "serve"]
@@ -63,6 +65,7 @@ class ServeOptions:
     detect_interval_s: float | None = 60.0
     """Seconds between anomaly-detection passes; ``None``: no detection."""
     anomaly_sensitivity: float = DetectorConfig().sensitivity
+    budgets: Path | None = None
 
 
 class _Server(uvicorn.Server):
@@ -156,12 +159,14 @@ def serve(options: ServeOptions, environ: dict[str, str]) -> int:
 
     ``options.db`` is a SQLite file or a ``postgresql://`` URL (many collectors may share
     one PostgreSQL database). Raises ``ServeError`` when the server cannot start: no
-    tokens configured and no ``--insecure-no-auth`` (exit code 2), a PostgreSQL URL
-    without the postgres extra (2), a database that cannot be opened (1). Tokens come
-    from ``environ``; they and database passwords are never logged.
+    tokens configured and no ``--insecure-no-auth`` (exit code 2), a bad budgets file
+    (2), a PostgreSQL URL without the postgres extra (2), a database that cannot be
+    opened (1). Tokens come from ``environ``; they and database passwords are never
+    logged.
     """
     try:
         auth = Auth.from_env(environ, insecure=options.insecure_no_auth)
+        budgets = load_budgets(options.budgets) if options.budgets is not None else []
     except ConfigurationError as exc:
         raise ServeError(str(exc), exit_code=2) from None
     try:
@@ -175,6 +180,7 @@ def serve(options: ServeOptions, environ: dict[str, str]) -> int:
             own_storage=True,
             detect_interval_s=options.detect_interval_s,
             detector_config=DetectorConfig(sensitivity=options.anomaly_sensitivity),
+            budgets=budgets,
         )
     except ValueError as exc:
         raise ServeError(str(exc), exit_code=2) from None
@@ -200,10 +206,11 @@ def serve(options: ServeOptions, environ: dict[str, str]) -> int:
             url,
         )
     logger.info(
-        "llmtally collector on %s (db %s, %d API tokens, loop %s, http %s)",
+        "llmtally collector on %s (db %s, %d API tokens, %d budgets, loop %s, http %s)",
         url,
         _redacted(options.db),
         auth.token_count,
+        len(budgets),
         config.loop,
         config.http,
     )

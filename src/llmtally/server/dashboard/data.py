@@ -14,7 +14,7 @@ endpoint, say) is a change here only.
 - SLO burn: error rate over the last 5 min, 30 min, 1 h, 6 h and 3 days (one totals
   ``aggregate`` each) divided by the allowed error rate, with the multi-window alerts of
   ``analysis.slo``.
-- Budgets: whatever the caller has (a collector has none).
+- Budgets: whatever the caller has (a collector's, from ``llmtally serve --budgets``).
 - Latest events: the newest ``LATEST_EVENTS`` of the last minute, 10 minutes or hour.
 """
 

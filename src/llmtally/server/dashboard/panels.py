@@ -278,26 +278,32 @@ def _errors(snapshot: ErrorPatternsSnapshot, span_ms: int) -> str:
 def _budgets(budgets: Sequence[BudgetStatus]) -> str:
     if not budgets:
         return (
-            '<p class="empty">No budgets here: budgets are set and enforced in the routers\' '
-            "EventStore; a collector only sees spend.</p>"
+            '<p class="empty">No budgets here: start the collector with '
+            "<code>--budgets FILE</code> to follow them (routers enforce their own).</p>"
         )
     rows = []
     for b in budgets:
         used = min(100.0, max(0.0, b.percent_used))
         color = _FAILURES_COLOR if b.exceeded else _REQUESTS_COLOR
         scope = b.scope if b.scope_value is None else f"{b.scope}={b.scope_value}"
+        reached = ", ".join(f"{t}%" for t in b.thresholds_reached) or "–"
+        forecast = "–" if b.forecast_micros is None else format_usd(b.forecast_micros)
         rows.append(
-            f'<tr data-budget="{escape(b.budget_id)}" data-value="{b.percent_used!r}">'
+            f'<tr data-budget="{escape(b.budget_id)}" data-value="{b.percent_used!r}" '
+            f'data-spent-micros="{b.spent_micros}" data-limit-micros="{b.limit_micros}" '
+            f'data-thresholds="{",".join(map(str, b.thresholds_reached))}">'
             f"<td>{escape(b.budget_id)}</td><td>{escape(scope)}</td><td>{escape(b.period)}</td>"
             f"<td>{escape(b.kind)}</td>"
             f'<td class="n">{format_usd(b.spent_micros)} / {format_usd(b.limit_micros)}</td>'
             f'<td><svg width="120" height="10" aria-hidden="true"><rect width="120" height="10" '
             f'fill="#e5e7eb"/><rect width="{1.2 * used:.1f}" height="10" fill="{color}"/></svg> '
-            f"{b.percent_used:.1f}%</td></tr>"
+            f"{b.percent_used:.1f}%</td><td>{reached}</td>"
+            f'<td class="n">{forecast}</td></tr>'
         )
     return (
         '<table class="list"><thead><tr><th>Budget</th><th>Scope</th><th>Period</th>'
-        "<th>Kind</th><th>Spent / limit</th><th>Used</th></tr></thead>"
+        "<th>Kind</th><th>Spent / limit</th><th>Used</th><th>Thresholds reached</th>"
+        "<th>Forecast</th></tr></thead>"
         f"<tbody>{''.join(rows)}</tbody></table>"
     )
 

@@ -90,8 +90,8 @@ def _root(request: Request) -> str:
 
 
 def routes(ctx: ServerContext) -> list[BaseRoute]:
-    """The dashboard and its fragment, over the context's storage."""
-    storage, auth = ctx.storage, ctx.auth
+    """The dashboard and its fragment, over the context's storage and budgets."""
+    storage, auth, budgets = ctx.storage, ctx.auth, ctx.budgets
 
     async def load(request: Request) -> DashboardData | Response:
         name = request.query_params.get("range") or DEFAULT_RANGE
@@ -104,7 +104,14 @@ def routes(ctx: ServerContext) -> list[BaseRoute]:
         if not isinstance(storage, QueryStorage):
             return _error_page(501, "this storage does not answer queries")
         try:
-            return await gather(storage, RANGES[name], time.time_ns() // 1_000_000, target=target)
+            statuses = await budgets.status() if budgets is not None else []
+            return await gather(
+                storage,
+                RANGES[name],
+                time.time_ns() // 1_000_000,
+                target=target,
+                budgets=statuses,
+            )
         except Exception as exc:
             if is_transient(exc):
                 logger.warning("database busy during dashboard, answered 503: %s", exc)
