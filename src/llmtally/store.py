@@ -1145,6 +1145,13 @@ class EventStore:
         """``len(store) == 0``."""
         return len(self) == 0
 
+    @property
+    def storage(self) -> EventStorage:
+        """The store's storage, for the query functions of ``llmtally.query`` (events,
+        aggregate, timeseries, export…; SQLite and memory storages answer them). Read
+        through it; writing is the pipeline's job. Open while the store is."""
+        return self._storage
+
     def subscribe(self, capacity: int | None = None) -> AbstractAsyncContextManager[Subscription]:
         """A live view: ``async with store.subscribe() as events: async for ev in events``.
 
