@@ -17,16 +17,16 @@ import pytest
 from tests.server.collector import free_port, start_collector
 
 ROOT = Path(__file__).resolve().parent.parent
+_SERVED_APP = re.compile(r"^app = Starlette\(", re.M)  # a module-level app: served by uvicorn
 README_BLOCKS = [
     block
     for block in re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), flags=re.S)
-    if "app.mount(" not in block  # a one-liner for inside a router: shown, not runnable alone
-    and "app = Starlette(" not in block  # an ASGI app: served by uvicorn below
+    if not _SERVED_APP.search(block)  # an ASGI app: served by uvicorn below
 ]
 README_APPS = [
     block
     for block in re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), flags=re.S)
-    if "app = Starlette(" in block
+    if _SERVED_APP.search(block)
 ]
 
 
