@@ -161,7 +161,7 @@ def build_event(
     agent_id: str | None = None,
     provider_id: str | None = None,
     duration_ms: float | None = None,
-    observed: Observed | None = None,
+    observed: Observed | None = None,  # a stream's: its TTFT, ITL and tokens/s
     endpoint: str | None = None,
     error_code: str | None = None,
     error_message: str | None = None,
@@ -169,9 +169,8 @@ def build_event(
     event_id: str | None = None,
 ) -> AnalyticsEvent:
     """A completed event, or a failed one when ``error_code`` is given; cost from the
-    store's prices; TTFT, ITL and tokens/s from ``observed`` (a stream's); a new
-    ``event_id`` unless one is given. Values the validation would refuse are clamped or
-    dropped."""
+    store's prices; a new ``event_id`` unless one is given. Values the validation would
+    refuse are clamped or dropped."""
     m = clean_id(model) or UNKNOWN_MODEL
     u = usage or _NO_USAGE
     i, o, c, w = (
