@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
@@ -68,10 +69,14 @@ class _Chunks(httpx2.AsyncByteStream):
     def __init__(self, chunks: Sequence[bytes]) -> None:
         self.chunks = chunks
         self.closed = False
+        self.iterator_closed = False
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
-        for chunk in self.chunks:
-            yield chunk
+        try:
+            for chunk in self.chunks:
+                yield chunk
+        finally:
+            self.iterator_closed = True
 
     async def aclose(self) -> None:
         self.closed = True
@@ -281,6 +286,24 @@ async def test_unopened_and_closed_stores_are_counted_not_raised() -> None:
     async with httpx2.AsyncClient(transport=closed) as client:
         assert (await client.post("http://llm/v1/responses", json=CHAT)).status_code == 200
     assert closed.counters.as_dict() == {"recorded": 0, "dropped": 1, "errors": 0}
+
+
+async def test_stopping_early_closes_the_wrapped_iterator_at_once() -> None:
+    # As httpx2 does over a bare transport: when the caller closes its iterator, the
+    # wrapped transport's iterator is closed then, not later by the garbage collector.
+    inner = Scripted([b"data: {}\n\n", b"data: {}\n\n"])
+    async with EventStore(None) as store:
+        transport = LlmTallyTransport(store, inner)
+        async with httpx2.AsyncClient(transport=transport) as client:
+            async with client.stream("POST", "http://llm/v1/chat/completions", json=CHAT) as r:
+                async with contextlib.aclosing(r.aiter_raw()) as chunks:
+                    async for _ in chunks:
+                        break
+                (stream,) = inner.streams
+                assert stream.iterator_closed and stream.closed
+        (event,) = await recorded(store)
+        assert isinstance(event.payload, LlmRequestFailed)
+        assert event.payload.error_code == "client_closed"
 
 
 async def test_closing_after_the_final_usage_is_a_completed_call() -> None:

@@ -14,14 +14,15 @@ import zlib
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Final
 
-__all__ = ["MAX_PIECE", "Decoder", "body_decoder"]
+__all__ = ["MAX_PIECE", "Decoder", "body_decoder", "identity"]
 
 Decoder = Callable[[bytes], Iterable[bytes]]
 
 MAX_PIECE: Final = 1 << 20
 
 
-def _identity(data: bytes) -> Iterable[bytes]:
+def identity(data: bytes) -> Iterable[bytes]:
+    """The decoder of an uncompressed body: the piece itself."""
     return (data,)
 
 
@@ -79,10 +80,10 @@ def body_decoder(content_encoding: str | None) -> Decoder | None:
     ``br`` when the ``brotli`` package is installed); ``None`` when unsupported, including
     stacked encodings such as ``gzip, br``."""
     if not content_encoding:
-        return _identity
+        return identity
     coding = content_encoding.strip().lower()
     if coding in ("", "identity"):
-        return _identity
+        return identity
     if coding in ("gzip", "x-gzip"):
         return _Zlib(zlib.MAX_WBITS | 16)
     if coding == "deflate":

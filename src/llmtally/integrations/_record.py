@@ -9,6 +9,7 @@ at a bounded rate: the 1st, 2nd, 4th, 8th, ... at WARNING, the others at DEBUG.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from typing import TYPE_CHECKING, Final
@@ -18,9 +19,10 @@ import httpx2
 from .._envelope import is_ref
 from .._ids import new_event_id
 from .._validation import MAX_DURATION_MS, MAX_ID_LENGTH
-from ..events import AnalyticsEvent, request_payload
+from ..events import AnalyticsEvent, LlmRequestCompleted, LlmRequestFailed, request_payload
 from ..providers import Provider, infer_provider
 from ._usage import Usage
+from ._watch import Observed
 
 if TYPE_CHECKING:
     from ..store import EventStore
@@ -113,13 +115,19 @@ def _message(value: str | None) -> str | None:
     return value if len(value) <= MAX_ERROR_MESSAGE else value[: MAX_ERROR_MESSAGE - 1] + "…"
 
 
+@functools.lru_cache(maxsize=1024)
+def _provider_of_model(model: str) -> str:
+    # A router calls few distinct models: remember what their names say.
+    return infer_provider(model).value
+
+
 def resolve_provider(model: str, url: httpx2.URL | None = None) -> str:
     """The provider serving ``model``: inferred from its name, else the official API's
     owner when ``url`` is one (``api.openai.com``, ``api.anthropic.com``,
     ``*.openai.azure.com``), else ``"unknown"``."""
-    p = infer_provider(model)
-    if p is not Provider.UNKNOWN:
-        return p.value
+    p = _provider_of_model(model)
+    if p != _UNKNOWN_PROVIDER:
+        return p
     if url is not None:
         h = url.host.lower()
         if h in _OFFICIAL_HOSTS:
@@ -154,10 +162,7 @@ def build_event(
     agent_id: str | None = None,
     provider_id: str | None = None,
     duration_ms: float | None = None,
-    ttft_ms: float | None = None,
-    itl_mean_ms: float | None = None,
-    itl_p95_ms: float | None = None,
-    tokens_per_s: float | None = None,
+    observed: Observed | None = None,  # a stream's: its TTFT, ITL and tokens/s
     endpoint: str | None = None,
     error_code: str | None = None,
     error_message: str | None = None,
@@ -175,34 +180,54 @@ def build_event(
         u.input_tokens, u.output_tokens, u.cached_input_tokens, u.cache_write_input_tokens
     )  # fmt: skip
     cost, status = store.pricing.cost(m, provider, i, o, c, w)
-    error = (
-        None
-        if error_code is None
-        else (
-            clean_id(error_code) or "error",
-            _message(error_message),
-            status_code if status_code is not None and 100 <= status_code <= 599 else None,
+    p = clean_id(provider) or _UNKNOWN_PROVIDER
+    if error_code is None and (observed is None or not observed.stream):
+        # The common case (one call per LLM request), made with only the fields it sets:
+        # CPython compiles a call with 16 or more keywords into building a dict first.
+        payload: LlmRequestCompleted | LlmRequestFailed = LlmRequestCompleted(
+            model=m,
+            provider=p,
+            provider_id=clean_id(provider_id),
+            input_tokens=i,
+            output_tokens=o,
+            cached_input_tokens=c,
+            cache_write_input_tokens=w,
+            cost_nanos=cost,
+            pricing_status=status,
+            duration_ms=_ms(duration_ms),
+            usage_missing=usage_missing,
+            endpoint=clean_id(endpoint),
         )
-    )
-    payload = request_payload(
-        error,
-        model=m,
-        provider=clean_id(provider) or _UNKNOWN_PROVIDER,
-        provider_id=clean_id(provider_id),
-        input_tokens=i,
-        output_tokens=o,
-        cached_input_tokens=c,
-        cache_write_input_tokens=w,
-        cost_nanos=cost,
-        pricing_status=status,
-        duration_ms=_ms(duration_ms),
-        ttft_ms=_ms(ttft_ms),
-        itl_mean_ms=_ms(itl_mean_ms),
-        itl_p95_ms=_ms(itl_p95_ms),
-        output_tokens_per_s=_ms(tokens_per_s),
-        usage_missing=usage_missing,
-        endpoint=clean_id(endpoint),
-    )
+    else:
+        error = (
+            None
+            if error_code is None
+            else (
+                clean_id(error_code) or "error",
+                _message(error_message),
+                status_code if status_code is not None and 100 <= status_code <= 599 else None,
+            )
+        )
+        timed = observed if observed is not None and observed.stream else None
+        payload = request_payload(
+            error,
+            model=m,
+            provider=p,
+            provider_id=clean_id(provider_id),
+            input_tokens=i,
+            output_tokens=o,
+            cached_input_tokens=c,
+            cache_write_input_tokens=w,
+            cost_nanos=cost,
+            pricing_status=status,
+            duration_ms=_ms(duration_ms),
+            ttft_ms=None if timed is None else _ms(timed.ttft_ms),
+            itl_mean_ms=None if timed is None else _ms(timed.itl_mean_ms),
+            itl_p95_ms=None if timed is None else _ms(timed.itl_p95_ms),
+            output_tokens_per_s=None if timed is None else _ms(timed.tokens_per_s),
+            usage_missing=usage_missing,
+            endpoint=clean_id(endpoint),
+        )
     now = store.now_ms()
     return AnalyticsEvent(
         event_id=event_id or new_event_id(now),

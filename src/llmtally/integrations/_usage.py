@@ -255,8 +255,9 @@ def _n(value: int | None) -> int:
 def normalize_usage(u: WireUsage, kind: ApiKind) -> Usage:
     """Wire usage → llmtally's convention (see the module docstring). Negative or missing
     counts are 0; cache parts are capped at the total."""
+    prompt = u.prompt_tokens
     if kind is ApiKind.MESSAGES or (
-        u.prompt_tokens is None
+        prompt is None
         and (u.cache_read_input_tokens is not None or u.cache_creation_input_tokens is not None)
     ):
         cached = _n(u.cache_read_input_tokens)
@@ -265,8 +266,11 @@ def normalize_usage(u: WireUsage, kind: ApiKind) -> Usage:
         out_details = u.output_tokens_details
         reasoning = 0 if out_details is None else _n(out_details.thinking_tokens)
         return Usage(total, _n(u.output_tokens), cached, written, reasoning)
-    total = _n(u.prompt_tokens if u.prompt_tokens is not None else u.input_tokens)
-    output = _n(u.completion_tokens if u.completion_tokens is not None else u.output_tokens)
+    # One call per LLM response: the checks of _n are inlined.
+    given = prompt if prompt is not None else u.input_tokens
+    total = given if given is not None and given > 0 else 0
+    given = u.completion_tokens if u.completion_tokens is not None else u.output_tokens
+    output = given if given is not None and given > 0 else 0
     details = u.prompt_tokens_details or u.input_tokens_details
     cached = written = 0
     if details is not None:

@@ -55,7 +55,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
-from types import TracebackType
+from types import AsyncGeneratorType, TracebackType
 from typing import TYPE_CHECKING, Final, Self
 
 import anyio
@@ -222,8 +222,9 @@ class _Call:
     def respond(self, response: httpx2.Response) -> None:
         self.status = status = response.status_code
         content_type = content_encoding = None
-        for name, value in response.headers.raw:  # one pass; Headers.get costs more
-            name = name.lower()
+        # One pass over httpx2's (name, lowercased name, value) list: Headers.get decodes
+        # every header, Headers.raw copies the list (and names would need lowering).
+        for _, name, value in response.headers._list:
             if name == b"content-type":
                 content_type = value.decode("latin-1")
             elif name == b"content-encoding":
@@ -312,10 +313,7 @@ class _Call:
                 agent_id=agent_id,
                 provider_id=provider_id,
                 duration_ms=duration_ms,
-                ttft_ms=None if obs is None else obs.ttft_ms,
-                itl_mean_ms=None if obs is None else obs.itl_mean_ms,
-                itl_p95_ms=None if obs is None else obs.itl_p95_ms,
-                tokens_per_s=None if obs is None else obs.tokens_per_s,
+                observed=obs,
                 endpoint=self.endpoint,
                 error_code=error_code,
                 error_message=error_message,
@@ -340,32 +338,35 @@ class _Call:
 
 
 class _WatchedStream(httpx2.AsyncByteStream):
-    """The response body, chunk for chunk as the wrapped transport yields it, watched."""
+    """The response body, chunk for chunk as the wrapped transport yields it, watched.
 
-    __slots__ = ("_call", "_inner", "_iterator")
+    Iterating is an async generator, like httpx2's own stream wrappers: per chunk that
+    costs less than a class whose ``__anext__`` is a coroutine, and the end of the body
+    raises no exception through Python code. httpx2 closes the generator when it stops
+    reading (``GeneratorExit`` at the ``yield``: ``client_closed`` unless complete); the
+    wrapped transport's iterator is closed in turn, as httpx2 does.
+    """
+
+    __slots__ = ("_call", "_inner")
 
     def __init__(self, inner: httpx2.AsyncByteStream, call: _Call) -> None:
         self._inner = inner
         self._call = call
-        self._iterator: AsyncIterator[bytes] | None = None
 
-    def __aiter__(self) -> AsyncIterator[bytes]:
-        self._iterator = self._inner.__aiter__()
-        return self
-
-    async def __anext__(self) -> bytes:
-        iterator = self._iterator
-        assert iterator is not None
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        call = self._call
+        iterator = self._inner.__aiter__()
         try:
-            chunk = await iterator.__anext__()
-        except StopAsyncIteration:
-            self._call.finish()
-            raise
+            async for chunk in iterator:
+                call.feed(chunk)
+                yield chunk
         except BaseException as exc:
-            self._call.fail(exc)
+            call.fail(exc)
             raise
-        self._call.feed(chunk)
-        return chunk
+        finally:
+            if isinstance(iterator, AsyncGeneratorType):
+                await iterator.aclose()
+        call.finish()
 
     async def aclose(self) -> None:
         """Close the body; before its end, the call is recorded as ``client_closed``."""
