@@ -417,7 +417,7 @@ class EventStore:
         """Offer a pre-built event without waiting (for synchronous callers on the event
         loop's thread). Returns ``False`` when it was dropped (buffer full or store closed;
         counted). Raises ``ValidationError`` for an invalid event."""
-        _check_event(event)
+        v.check_event(event)
         if self._state is not _State.OPEN:
             self._closed_drop()
             return False
@@ -435,19 +435,14 @@ class EventStore:
 
     async def record(self, event: AnalyticsEvent) -> AnalyticsEvent | None:
         """Record a pre-built event. Returns it, or ``None`` when dropped (counted)."""
-        _check_event(event)
+        v.check_event(event)
         return await self._submit(event)
 
     def _new_event(
         self, payload: EventPayload, agent_id: object, timestamp_ms: object
     ) -> AnalyticsEvent:
         now = self._clock()
-        if timestamp_ms is None:
-            ts = now
-        elif type(timestamp_ms) is int and timestamp_ms >= 0:
-            ts = timestamp_ms
-        else:
-            raise ValidationError(f"timestamp_ms must be a non-negative int, got {timestamp_ms!r}")
+        ts = now if timestamp_ms is None else v.check_timestamp(timestamp_ms)
         return AnalyticsEvent(
             event_id=new_event_id(now),
             timestamp_ms=ts,
@@ -477,7 +472,7 @@ class EventStore:
             )
         assert self._pricing is not None
         cost, status = self._pricing.cost(m, p, i, o, c, w)
-        return m, p, i, o, c, w, cost, status
+        return m, p, i, o, c, w, v.check_cost(cost), status
 
     async def record_llm_completed(
         self,
@@ -509,6 +504,7 @@ class EventStore:
         if (
             type(model) is str
             and 0 < len(model) <= _MAX_ID
+            and model.isascii()
             and type(input_tokens) is int
             and type(output_tokens) is int
             and type(cached_input_tokens) is int
@@ -522,10 +518,17 @@ class EventStore:
                 or (type(duration_ms) is float and 0.0 <= duration_ms <= _MAX_MS)
             )
             and (ttft_ms is None or (type(ttft_ms) is float and 0.0 <= ttft_ms <= _MAX_MS))
-            and (agent_id is None or (type(agent_id) is str and 0 < len(agent_id) <= _MAX_ID))
+            and (
+                agent_id is None
+                or (type(agent_id) is str and 0 < len(agent_id) <= _MAX_ID and agent_id.isascii())
+            )
             and (
                 provider_id is None
-                or (type(provider_id) is str and 0 < len(provider_id) <= _MAX_ID)
+                or (
+                    type(provider_id) is str
+                    and 0 < len(provider_id) <= _MAX_ID
+                    and provider_id.isascii()
+                )
             )
             and timestamp_ms is None
         ):
@@ -538,6 +541,8 @@ class EventStore:
             cost, status = pricing.cost(
                 model, p, input_tokens, output_tokens, cached_input_tokens, cache_write_input_tokens
             )
+            if cost > _MAX_COUNT:
+                v.check_cost(cost)  # raises
             now = self._clock()
             event = AnalyticsEvent(
                 event_id=new_event_id(now),
@@ -1037,31 +1042,3 @@ class EventStore:
         changed = await self._storage.mark(list(event_ids), SYNCED)
         self._pending -= changed
         return changed
-
-
-def _check_event(event: object) -> None:
-    if not isinstance(event, AnalyticsEvent):
-        raise ValidationError(f"expected an AnalyticsEvent, got {type(event).__name__}")
-    v.check_id("event_id", event.event_id)
-    if type(event.timestamp_ms) is not int or event.timestamp_ms < 0:
-        raise ValidationError(
-            f"timestamp_ms must be a non-negative int, got {event.timestamp_ms!r}"
-        )
-    v.check_optional_id("agent_id", event.agent_id)
-    p = event.payload
-    if isinstance(p, LlmRequestCompleted | LlmRequestFailed):
-        v.check_id("model", p.model)
-        v.check_id("provider", p.provider)
-        v.check_optional_id("provider_id", p.provider_id)
-        for name in (
-            "input_tokens",
-            "output_tokens",
-            "cached_input_tokens",
-            "cache_write_input_tokens",
-            "cost_nanos",
-        ):
-            v.check_count(name, getattr(p, name))
-        if p.cached_input_tokens + p.cache_write_input_tokens > p.input_tokens:
-            raise ValidationError("cache token parts exceed input_tokens")
-        v.check_duration("duration_ms", p.duration_ms)
-        v.check_duration("ttft_ms", p.ttft_ms)
