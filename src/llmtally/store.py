@@ -324,6 +324,11 @@ class EventStore:
             self._state = _State.CLOSED
             if scope.cancelled_caught:
                 logger.error("llmtally: shutdown deadline (%.1fs) reached", self._drain_timeout)
+            # Cut off by the deadline before the persister had them (in the ingest buffer,
+            # the aggregator or the persister's queue): lost too, and counted as such.
+            stranded = self.unpersisted_count()
+            if stranded > 0:
+                self._on_persist_lost(stranded)
 
     async def _run_persister(
         self,
@@ -1000,12 +1005,16 @@ class EventStore:
         """Request events persisted but not yet accepted by a collector."""
         return self._pending
 
+    def unpersisted_count(self) -> int:
+        """Events accepted (or emitted, like budget thresholds) and not yet written: in
+        the ingest buffer or on their way through the aggregator and the persister. 0
+        after ``await flush()``. Every accepted event is written, counted here, or
+        dropped (``stats().dropped_by_cause["persist_failed"]``)."""
+        return self._accepted + self._emitted - self._persisted - self._dropped["persist_failed"]
+
     def __len__(self) -> int:
         """Events held: stored plus accepted and not yet written."""
-        in_flight = (
-            self._accepted + self._emitted - self._persisted - self._dropped["persist_failed"]
-        )
-        return self._stored + in_flight
+        return self._stored + self.unpersisted_count()
 
     def is_empty(self) -> bool:
         """``len(store) == 0``."""

@@ -25,6 +25,9 @@ from llmtally import (
     ValidationError,
 )
 from llmtally._ids import new_event_id
+from llmtally.storage import SqliteStorage
+
+from .harness import FaultyStorage
 
 MAX = 2**53 - 1
 
@@ -169,3 +172,32 @@ async def test_a_stream_with_absurd_token_counts_is_refused_at_the_call_and_stil
         assert s.event.payload.output_tokens == 3
         await store.flush()
         assert store.stats().persist_errors == 0
+
+
+async def test_events_stranded_by_the_shutdown_deadline_are_counted_as_dropped(
+    db_path: Path,
+) -> None:
+    # Found by the pipeline model: with the disk stuck through shutdown, the events still
+    # in the ingest buffer or the aggregator when the deadline hit vanished uncounted
+    # (only the batch the persister was retrying counted as ``persist_failed``).
+    storage = FaultyStorage(SqliteStorage(db_path))
+    store = EventStore(
+        storage=storage,  # type: ignore[arg-type]
+        capacity=8,
+        batch_size=4,
+        batch_linger=0.0,
+        drain_timeout=0.2,
+    )
+    accepted = 0
+    async with store:
+        storage.stall()
+        for i in range(40):
+            accepted += await store.record_llm_completed("gpt-4o", input_tokens=i) is not None
+            for _ in range(5):  # let the aggregator fill the persister's queue
+                await anyio.lowlevel.checkpoint()
+        storage.abort()  # the disk never comes back
+    s = store.stats()
+    assert store.unpersisted_count() == 0
+    assert s.dropped_by_cause["persist_failed"] == accepted
+    assert s.dropped_by_cause["buffer_full"] == 40 - accepted
+    assert accepted > 8  # more than the ingest buffer holds: the queues behind it were full
