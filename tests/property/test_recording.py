@@ -444,6 +444,6 @@ async def test_the_budgets_api_raises_only_its_own_errors(
         await store.flush()
         status = store.budget_status()
         assert {s.budget_id for s in status} == {b.id for b in made}
-        for b in made:
-            assert store.remove_budget(b.id) is True
+        for budget_id in {b.id for b in made}:
+            assert store.remove_budget(budget_id) is True
         assert store.budget_status() == []

@@ -22,10 +22,12 @@ from llmtally import (
     LlmRequestCompleted,
     LlmRequestFailed,
     RouterStarted,
+    SyncConfig,
     ValidationError,
 )
 from llmtally._ids import new_event_id
 from llmtally.storage import SqliteStorage
+from tests.pipeline.fake_collector import FakeCollector, Reply
 
 from .harness import FaultyStorage
 
@@ -201,3 +203,28 @@ async def test_events_stranded_by_the_shutdown_deadline_are_counted_as_dropped(
     assert s.dropped_by_cause["persist_failed"] == accepted
     assert s.dropped_by_cause["buffer_full"] == 40 - accepted
     assert accepted > 8  # more than the ingest buffer holds: the queues behind it were full
+
+
+async def test_a_shutdown_round_cut_short_still_counts_what_it_synced(db_path: Path) -> None:
+    # Found by the pipeline model (long profile): the syncer added a round's counts to
+    # ``stats().sync`` only when the round ended, so a shutdown round cut by its timeout
+    # lost the counts of the batches it had already marked synced.
+    config = SyncConfig(
+        "http://127.0.0.1:1",  # replaced below
+        "token-1",
+        sync_interval=3_600.0,
+        batch_threshold=1_000_000,
+        max_batch=5,
+        timeout=30.0,
+        shutdown_timeout=0.3,
+    )
+    async with FakeCollector([Reply.ok(), Reply.hang()]) as fake:
+        config = msgspec.structs.replace(config, server_url=fake.url)
+        async with EventStore(db_path, sync=config, batch_linger=0.0) as store:
+            for i in range(6):
+                await store.record_llm_completed("gpt-4o-mini", input_tokens=i)
+        # the last round: 5 events accepted, then the next request hangs past the timeout
+        sync = store.stats().sync
+        assert len(fake.stored) == 5
+        assert (sync["sent"], sync["accepted"], sync["failed"]) == (6, 5, 1)
+        assert store.unsynced_count() == 1
