@@ -84,7 +84,6 @@ _MAX_ID = v.MAX_ID_LENGTH
 _MAX_COUNT = v.MAX_COUNT
 _MAX_MS = v.MAX_DURATION_MS
 _is_ref = env.is_ref
-_SCHEMA_VERSION = env.SCHEMA_VERSION
 ENVIRONMENT_VARIABLE = "LLMTALLY_ENVIRONMENT"
 
 Overflow = Literal["drop_newest", "block"]
@@ -374,6 +373,11 @@ class EventStore:
             self._state = _State.CLOSED
             if scope.cancelled_caught:
                 logger.error("llmtally: shutdown deadline (%.1fs) reached", self._drain_timeout)
+            # Cut off by the deadline before the persister had them (in the ingest buffer,
+            # the aggregator or the persister's queue): lost too, and counted as such.
+            stranded = self.unpersisted_count()
+            if stranded > 0:
+                self._on_persist_lost(stranded)
 
     async def _run_persister(
         self,
@@ -491,7 +495,7 @@ class EventStore:
         """Offer a pre-built event without waiting (for synchronous callers on the event
         loop's thread). Returns ``False`` when it was dropped (buffer full or store closed;
         counted). Raises ``ValidationError`` for an invalid event."""
-        _check_event(event)
+        v.check_event(event)
         if self._state is not _State.OPEN:
             self._closed_drop()
             return False
@@ -511,7 +515,7 @@ class EventStore:
 
     async def record(self, event: AnalyticsEvent) -> AnalyticsEvent | None:
         """Record a pre-built event. Returns it, or ``None`` when dropped (counted)."""
-        _check_event(event)
+        v.check_event(event)
         return await self._submit(event)
 
     def _new_event(
@@ -527,12 +531,7 @@ class EventStore:
         """The event of ``payload`` with the store's environment; the envelope arguments
         are checked already (``severity=None``: the payload's default)."""
         now = self._clock()
-        if timestamp_ms is None:
-            ts = now
-        elif type(timestamp_ms) is int and timestamp_ms >= 0:
-            ts = timestamp_ms
-        else:
-            raise ValidationError(f"timestamp_ms must be a non-negative int, got {timestamp_ms!r}")
+        ts = now if timestamp_ms is None else v.check_timestamp(timestamp_ms)
         return AnalyticsEvent(
             event_id=new_event_id(now),
             timestamp_ms=ts,
@@ -567,7 +566,7 @@ class EventStore:
             )
         assert self._pricing is not None
         cost, status = self._pricing.cost(m, p, i, o, c, w)
-        return m, p, i, o, c, w, cost, status
+        return m, p, i, o, c, w, v.check_cost(cost), status
 
     async def record_llm_completed(
         self,
@@ -606,6 +605,7 @@ class EventStore:
         if (
             type(model) is str
             and 0 < len(model) <= _MAX_ID
+            and model.isascii()
             and type(input_tokens) is int
             and type(output_tokens) is int
             and type(cached_input_tokens) is int
@@ -619,10 +619,17 @@ class EventStore:
                 or (type(duration_ms) is float and 0.0 <= duration_ms <= _MAX_MS)
             )
             and (ttft_ms is None or (type(ttft_ms) is float and 0.0 <= ttft_ms <= _MAX_MS))
-            and (agent_id is None or (type(agent_id) is str and 0 < len(agent_id) <= _MAX_ID))
+            and (
+                agent_id is None
+                or (type(agent_id) is str and 0 < len(agent_id) <= _MAX_ID and agent_id.isascii())
+            )
             and (
                 provider_id is None
-                or (type(provider_id) is str and 0 < len(provider_id) <= _MAX_ID)
+                or (
+                    type(provider_id) is str
+                    and 0 < len(provider_id) <= _MAX_ID
+                    and provider_id.isascii()
+                )
             )
             and timestamp_ms is None
             and (
@@ -641,6 +648,8 @@ class EventStore:
             cost, status = pricing.cost(
                 model, p, input_tokens, output_tokens, cached_input_tokens, cache_write_input_tokens
             )
+            if cost > _MAX_COUNT:
+                v.check_cost(cost)  # raises
             now = self._clock()
             event = AnalyticsEvent(
                 event_id=new_event_id(now),
@@ -1134,12 +1143,16 @@ class EventStore:
         """Request events persisted but not yet accepted by a collector."""
         return self._pending
 
+    def unpersisted_count(self) -> int:
+        """Events accepted (or emitted, like budget thresholds) and not yet written: in
+        the ingest buffer or on their way through the aggregator and the persister. 0
+        after ``await flush()``. Every accepted event is written, counted here, or
+        dropped (``stats().dropped_by_cause["persist_failed"]``)."""
+        return self._accepted + self._emitted - self._persisted - self._dropped["persist_failed"]
+
     def __len__(self) -> int:
         """Events held: stored plus accepted and not yet written."""
-        in_flight = (
-            self._accepted + self._emitted - self._persisted - self._dropped["persist_failed"]
-        )
-        return self._stored + in_flight
+        return self._stored + self.unpersisted_count()
 
     def is_empty(self) -> bool:
         """``len(store) == 0``."""
@@ -1183,56 +1196,3 @@ class EventStore:
         changed = await self._storage.mark(list(event_ids), SYNCED)
         self._pending -= changed
         return changed
-
-
-def _check_event(event: object) -> None:
-    if not isinstance(event, AnalyticsEvent):
-        raise ValidationError(f"expected an AnalyticsEvent, got {type(event).__name__}")
-    v.check_id("event_id", event.event_id)
-    if type(event.timestamp_ms) is not int or event.timestamp_ms < 0:
-        raise ValidationError(
-            f"timestamp_ms must be a non-negative int, got {event.timestamp_ms!r}"
-        )
-    v.check_optional_id("agent_id", event.agent_id)
-    p = event.payload
-    if isinstance(p, LlmRequestCompleted | LlmRequestFailed):
-        v.check_id("model", p.model)
-        v.check_id("provider", p.provider)
-        v.check_optional_id("provider_id", p.provider_id)
-        for name in (
-            "input_tokens",
-            "output_tokens",
-            "cached_input_tokens",
-            "cache_write_input_tokens",
-            "cost_nanos",
-        ):
-            v.check_count(name, getattr(p, name))
-        if p.cached_input_tokens + p.cache_write_input_tokens > p.input_tokens:
-            raise ValidationError("cache token parts exceed input_tokens")
-        v.check_duration("duration_ms", p.duration_ms)
-        v.check_duration("ttft_ms", p.ttft_ms)
-    if (  # the common case, one cheap test: the envelope at its defaults
-        event.schema_version is not _SCHEMA_VERSION
-        or event.correlation_id is not None
-        or event.parent_event_id is not None
-        or event.severity is not None
-        or event.environment is not None
-        or event.tags is not None
-    ):
-        _check_envelope(event)
-
-
-def _check_envelope(event: AnalyticsEvent) -> None:
-    if event.schema_version is not _SCHEMA_VERSION:
-        env.check_schema_version(event.schema_version)
-    # Strict for a pre-built event: "" would reach storage and the wire as it is.
-    for name in ("correlation_id", "parent_event_id"):
-        ref = getattr(event, name)
-        if ref is not None and env.check_ref(name, ref) is None:
-            raise ValidationError(f"{name} must not be empty (use None)")
-    if event.severity is not None:
-        env.check_severity(event.severity)
-    if event.environment is not None and env.check_environment(event.environment) is None:
-        raise ValidationError("environment must not be empty (use None)")
-    if event.tags is not None:
-        env.check_tags(event.tags)

@@ -29,7 +29,7 @@ from .pipeline.aggregate import TaggedEvent
 if TYPE_CHECKING:
     from .store import EventStore
 
-__all__ = ["RECORD_TIMEOUT_S", "StreamTracker", "describe_error"]
+__all__ = ["MAX_COUNTED_TOKENS", "RECORD_TIMEOUT_S", "StreamTracker", "describe_error"]
 
 logger = logging.getLogger("llmtally")
 
@@ -38,7 +38,11 @@ RECORD_TIMEOUT_S: Final = 5.0
 the ingest buffer (only with ``overflow="block"``; otherwise it never waits)."""
 
 _MAX_MS: Final = v.MAX_DURATION_MS
-_MAX_RATE: Final = 1e9  # the wire format's bound on output_tokens_per_s
+_MAX_RATE: Final = v.MAX_TOKENS_PER_S
+
+MAX_COUNTED_TOKENS: Final = 10**9
+"""At most this many output tokens may be counted with ``token()`` in one stream: far
+beyond any real stream, and low enough that their cost always fits an event."""
 
 
 def describe_error(exc: BaseException) -> tuple[str, str | None, int | None]:
@@ -128,9 +132,12 @@ class StreamTracker:
 
     def token(self, n: int = 1) -> None:
         """A chunk of ``n >= 1`` output tokens arrived now. Raises ``ValidationError`` for
-        a bad ``n``, outside the block, or when the clock went backwards."""
+        a bad ``n`` (or more than ``MAX_COUNTED_TOKENS`` in all), outside the block, or
+        when the clock went backwards."""
         if type(n) is not int:
             raise ValidationError(f"n must be an int, got {type(n).__name__}")
+        if n > MAX_COUNTED_TOKENS - self._timings.output_tokens:
+            raise ValidationError(f"a stream counts at most {MAX_COUNTED_TOKENS} tokens")
         self._timings.token(self._clock(), n)
 
     def first_token(self) -> None:
@@ -146,7 +153,7 @@ class StreamTracker:
     ) -> None:
         """The upstream's usage report (``input_tokens`` is the total input, cache parts
         included); replaces counted tokens in the record. The last call wins. Raises
-        ``ValidationError`` for invalid counts."""
+        ``ValidationError`` for invalid counts (or a cost beyond one event's bound)."""
         i = v.check_count("input_tokens", input_tokens)
         o = v.check_count("output_tokens", output_tokens)
         c = v.check_count("cached_input_tokens", cached_input_tokens)
@@ -156,6 +163,7 @@ class StreamTracker:
                 f"cached_input_tokens + cache_write_input_tokens must not exceed "
                 f"input_tokens: {c} + {w} > {i}"
             )
+        v.check_cost(self._store.pricing.cost(self.model, self.provider, i, o, c, w)[0])
         self._usage = (i, o, c, w)
 
     async def __aenter__(self) -> Self:

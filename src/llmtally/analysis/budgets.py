@@ -29,6 +29,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import msgspec
 
+from .. import _validation as v
 from .._exceptions import BudgetExceeded, ValidationError
 from ..events import BudgetThresholdReached, nanos_to_micros
 
@@ -171,10 +172,22 @@ class Budget(msgspec.Struct, frozen=True, kw_only=True):
     timezone: str = "UTC"
 
     def __post_init__(self) -> None:
+        # Types first: msgspec checks them when decoding, not when a caller constructs.
         if not self.id:
             raise ValidationError("a budget needs a non-empty id")
-        if isinstance(self.limit_micros, bool) or self.limit_micros <= 0:
-            raise ValidationError(f"budget {self.id!r}: limit_micros must be a positive int")
+        v.check_id("budget id", self.id)
+        if type(self.limit_micros) is not int or not 0 < self.limit_micros <= v.MAX_COUNT:
+            raise ValidationError(
+                f"budget {self.id!r}: limit_micros must be a positive int (at most {v.MAX_COUNT})"
+            )
+        if self.scope_value is not None:
+            v.check_id("scope_value", self.scope_value)
+        if not isinstance(self.thresholds, tuple) or any(
+            type(t) is not int for t in self.thresholds
+        ):
+            raise ValidationError(f"budget {self.id!r}: thresholds must be a tuple of ints")
+        if not isinstance(self.timezone, str):
+            raise ValidationError(f"budget {self.id!r}: timezone must be an IANA name (a str)")
         if self.scope not in _SCOPES:
             raise ValidationError(f"budget {self.id!r}: unknown scope {self.scope!r}")
         if (self.scope == "global") != (self.scope_value is None):

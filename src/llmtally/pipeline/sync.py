@@ -396,13 +396,16 @@ class _Session:
                     self.failures,
                     self.delay,
                 )
-        state = self.state
-        state.sent += tally.sent
-        state.accepted += tally.accepted
-        state.duplicates += tally.duplicates
-        state.rejected += tally.rejected
-        state.dropped += tally.dropped
-        state.failed += tally.failed
+        finally:
+            # Also when the round is cut short (the shutdown round's timeout): what it
+            # marked before is counted.
+            state = self.state
+            state.sent += tally.sent
+            state.accepted += tally.accepted
+            state.duplicates += tally.duplicates
+            state.rejected += tally.rejected
+            state.dropped += tally.dropped
+            state.failed += tally.failed
         return tally.result(), backlog
 
     async def _round(self, tally: _Tally) -> bool:
@@ -424,7 +427,11 @@ class _Session:
         parts = [batch]  # a stack: at most log2(max_batch) parts wait at a time
         while parts:
             part = parts.pop()
-            answer = await self._post(part)
+            try:
+                answer = await self._post(part)
+            except BaseException:  # cancelled mid-request: these stay pending
+                tally.failed += len(part) + sum(len(p) for p in parts)
+                raise
             decision = decide(
                 answer.outcome,
                 attempt=self.failures + 1,
