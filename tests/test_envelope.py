@@ -22,6 +22,7 @@ from llmtally._ids import new_event_id
 from llmtally.events import (
     SCHEMA_VERSION,
     AnalyticsEvent,
+    AnomalyDetected,
     BudgetThresholdReached,
     LlmRequestCompleted,
     LlmRequestFailed,
@@ -68,6 +69,20 @@ def test_schema_version_is_semver_starting_at_1_0_0() -> None:
             id="budget",
         ),
         pytest.param(RouterStarted(port=1), "info", id="lifecycle"),
+        pytest.param(
+            AnomalyDetected(
+                dim="model",
+                value="m",
+                metric="request_rate",
+                kind="spike",
+                minute_ms=0,
+                observed=9,
+                baseline=1,
+                score=5.0,
+            ),
+            "warning",
+            id="anomaly",
+        ),
     ],
 )
 def test_severity_defaults_by_event_type_and_an_explicit_one_wins(

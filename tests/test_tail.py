@@ -1,5 +1,6 @@
-"""``llmtally tail`` as a process against a real ``llmtally serve``: output, filters,
-reconnection after a collector restart, Ctrl-C, and one-line errors."""
+"""``llmtally tail`` as a process against a real ``llmtally serve``: output (requests and
+anomalies), filters, reconnection after a collector restart, Ctrl-C, and one-line
+errors."""
 
 from __future__ import annotations
 
@@ -12,12 +13,23 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx2
+import msgspec
 import pytest
 
+from llmtally.analysis.anomaly import Finding
 from llmtally.cli import main
-from llmtally.tail_command import SseEvent, iter_sse
+from llmtally.events import AnalyticsEvent, decode_wire_event, from_wire
+from llmtally.query.anomalies import live_anomaly, record_of_anomaly
+from llmtally.server.app import create_app
+from llmtally.server.auth import Auth, Scope
+from llmtally.server.detector import anomaly_event
+from llmtally.server.live import LiveHub
+from llmtally.storage.sqlite import SqliteStorage
+from llmtally.tail_command import SseEvent, format_anomaly_line, iter_sse
 
+from .integrations.serving import serve
 from .server.collector import (
     EVENTS_PATH,
     INGEST_TOKEN,
@@ -160,6 +172,76 @@ def test_rich_lines(idle: Collector) -> None:
     assert "failed 429 rate_limited" in failed
     assert "claude-3-5-sonnet" in failed
     assert "\x1b[" not in out  # not a terminal: no colour codes
+
+
+def spike(value: str = "gpt-4o-mini") -> AnalyticsEvent:
+    """A request-rate spike of ``value`` (a model), as the detector stores it."""
+    minute = 1_800_000_000_000  # 2027-01-15 08:00 UTC
+    return anomaly_event("model", value, minute, Finding("request_rate", "spike", 180, 30.5, 9.25))
+
+
+def test_anomaly_lines() -> None:
+    record = live_anomaly(spike())
+    assert record is not None
+    cells = format_anomaly_line(record)
+    assert [text for text, _ in cells] == [
+        "08:00:00.000",
+        "anomaly ",
+        "▲ spike of request rate",
+        "model=gpt-4o-mini",
+        "180/min (baseline 30.5/min)",
+        "z +9.2",
+    ]
+    drop = msgspec.structs.replace(
+        record, kind="drop", metric="cost_rate", observed=2_000, baseline=90_500, window_minutes=5
+    )
+    assert [text for text, _ in format_anomaly_line(drop)][2:5] == [
+        "▼ drop of cost rate",
+        "model=gpt-4o-mini",
+        "$0.000002/min over 5 min (baseline $0.000091/min)",
+    ]
+
+
+async def test_tail_prints_anomalies_as_they_are_published(tmp_path: Path) -> None:
+    """``tail`` (the process) against a real collector app whose hub publishes an
+    anomaly (as the detector does) and a request: one readable line each, and with
+    ``--json`` the anomaly's JSON unchanged."""
+    hub = LiveHub()
+    app = create_app(
+        SqliteStorage(tmp_path / "t.db"),
+        auth=Auth({READ_TOKEN: Scope.READ}),
+        own_storage=True,
+        live=hub,
+        detect_interval_s=None,
+    )
+    request = from_wire(decode_wire_event(json.dumps(now_event(6))))  # failed: 429
+    async with serve(app, lifespan="on") as url:
+        for args in ([], ["--json"]):
+            proc = tail("--url", url, "--max-events", "2", *args)
+            with anyio.fail_after(DEADLINE_S):
+                while hub.subscriber_count == 0:
+                    assert proc.poll() is None, proc.communicate()
+                    await anyio.sleep(0.02)
+            hub.publish([spike(), request])
+            code, out, err = await anyio.to_thread.run_sync(finish, proc)
+            assert code == 0, err
+            first, second = out.splitlines()
+            if args:
+                assert json.loads(first) == {
+                    "event_type": "anomaly_detected",
+                    **msgspec.to_builtins(record_of_anomaly(spike())),
+                }
+                assert json.loads(second)["event_id"] == request.event_id
+            else:
+                assert first == (
+                    "08:00:00.000  anomaly   ▲ spike of request rate  model=gpt-4o-mini  "
+                    "180/min (baseline 30.5/min)  z +9.2"
+                )
+                assert "failed 429 rate_limited" in second
+            with anyio.fail_after(DEADLINE_S):
+                while hub.subscriber_count:  # noqa: ASYNC110 - a counter, no event
+                    await anyio.sleep(0.02)
+        hub.close()
 
 
 def test_reconnects_after_a_collector_restart(tmp_path: Path) -> None:

@@ -254,12 +254,13 @@ _DEFAULT_SEVERITY: Final[dict[type, Severity]] = {
     BudgetThresholdReached: "warning",
     RouterStarted: "info",
     RouterStopped: "info",
+    AnomalyDetected: "warning",
 }
 
 
 def default_severity(payload: EventPayload) -> Severity:
     """The severity of an event that names none: ``error`` for a failed request,
-    ``warning`` for a budget threshold, ``info`` otherwise."""
+    ``warning`` for a budget threshold or an anomaly, ``info`` otherwise."""
     return _DEFAULT_SEVERITY[type(payload)]
 
 

@@ -1,7 +1,8 @@
 """``llmtally tail``: follow a collector's live events (``GET /analytics/live``).
 
-Prints each event the collector newly stores as one line (rich) or, with ``--json``, as
-its wire JSON unchanged (one object per line). Reconnects after a dropped connection
+Prints each event the collector newly stores, and each anomaly its detector finds, as
+one line (rich) or, with ``--json``, as the stream's JSON unchanged (one object per line;
+an anomaly's has ``"event_type": "anomaly_detected"``). Reconnects after a dropped connection
 with exponential backoff (0.5 s doubling to ``--max-backoff``, ±50% jitter), sending
 ``Last-Event-ID`` so the collector can replay what was missed if it still has it. A
 connection silent for ``--idle-timeout`` (no event, no keepalive) counts as dropped.
@@ -26,7 +27,9 @@ from urllib.parse import urlsplit
 import httpx2
 import msgspec
 
+from ._anomaly_text import METRIC_LABELS, anomaly_value
 from .events import WireEvent, decode_wire_event
+from .query.anomalies import LiveAnomaly
 
 __all__ = [
     "DEFAULT_URL",
@@ -34,6 +37,7 @@ __all__ = [
     "SseEvent",
     "TailError",
     "add_arguments",
+    "format_anomaly_line",
     "format_line",
     "iter_sse",
     "run",
@@ -43,6 +47,9 @@ DEFAULT_URL: Final = "http://127.0.0.1:8088"
 LIVE_PATH: Final = "/analytics/live"
 TOKEN_ENV: Final = "LLMTALLY_TOKEN"
 INITIAL_BACKOFF_S: Final = 0.5
+EVENT_TYPES: Final = ("llm_request_completed", "llm_request_failed", "anomaly_detected")
+_FRAMES: Final = frozenset({"event", "anomaly"})
+_decode_anomaly: Final = msgspec.json.Decoder(LiveAnomaly).decode
 _RETRYABLE: Final = frozenset({408, 425, 429, 500, 502, 503, 504})
 
 
@@ -113,6 +120,29 @@ def format_line(e: WireEvent) -> list[tuple[str, str]]:
     ]
 
 
+def format_anomaly_line(a: LiveAnomaly) -> list[tuple[str, str]]:
+    """An anomaly as ``(text, rich style)`` cells: its minute (UTC), ``anomaly``, the
+    direction and metric, the series, observed against baseline, and the z-score."""
+    stamp = time.strftime("%H:%M:%S", time.gmtime(a.minute_ms / 1000))
+    spike = a.kind == "spike"
+    window = f" over {a.window_minutes} min" if a.window_minutes > 1 else ""
+    return [
+        (f"{stamp}.000", "dim"),
+        (f"{'anomaly':<8}", "bold yellow"),
+        (
+            f"{'▲' if spike else '▼'} {a.kind} of {METRIC_LABELS.get(a.metric, a.metric)}",
+            "bold red" if spike else "bold magenta",
+        ),
+        (f"{a.dim}={a.value}", "cyan"),
+        (
+            f"{anomaly_value(a.metric, a.observed)}{window} "
+            f"(baseline {anomaly_value(a.metric, a.baseline)})",
+            "",
+        ),
+        (f"z {a.score:+.1f}", "dim"),
+    ]
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``llmtally tail``."""
     parser.add_argument("--url", default=DEFAULT_URL, help="the collector's base URL")
@@ -138,8 +168,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--event-type",
         default=argparse.SUPPRESS,
-        choices=("llm_request_completed", "llm_request_failed"),
-        help="only events of this type (default: both)",
+        choices=EVENT_TYPES,
+        help="only events of this type (default: all: requests and anomalies)",
     )
     parser.add_argument(
         "--max-events",
@@ -205,7 +235,7 @@ class _Follower:
     max_events: int | None
     idle_timeout: float
     max_backoff: float
-    emit: Callable[[str], None]
+    emit: Callable[[str, str], None]
     note: Callable[[str], None]
     sleep: Callable[[float], None] = time.sleep
     last_event_id: str | None = None
@@ -250,10 +280,10 @@ class _Follower:
             self.note(f"following {self.url}{LIVE_PATH} (Ctrl-C to stop)")
             try:
                 for sse in iter_sse(r.iter_lines()):
-                    if sse.event != "event":
+                    if sse.event not in _FRAMES:
                         continue
                     self.last_event_id = sse.id or self.last_event_id
-                    self.emit(sse.data)
+                    self.emit(sse.event, sse.data)
                     self.printed += 1
                     if self.max_events is not None and self.printed >= self.max_events:
                         return True
@@ -269,10 +299,11 @@ class _Retry(Exception):
         self.connected = connected
 
 
-def _printer(as_json: bool, out: TextIO) -> Callable[[str], None]:
+def _printer(as_json: bool, out: TextIO) -> Callable[[str, str], None]:
+    """What prints a frame (``event`` name, ``data``): its data as is, or a rich line."""
     if as_json:
 
-        def emit_json(data: str) -> None:
+        def emit_json(name: str, data: str) -> None:
             out.write(data + "\n")
             out.flush()
 
@@ -282,14 +313,17 @@ def _printer(as_json: bool, out: TextIO) -> Callable[[str], None]:
 
     console = Console(file=out, highlight=False, soft_wrap=True)
 
-    def emit_rich(data: str) -> None:
+    def emit_rich(name: str, data: str) -> None:
         try:
-            event = decode_wire_event(data)
+            if name == "anomaly":
+                cells = format_anomaly_line(_decode_anomaly(data))
+            else:
+                cells = format_line(decode_wire_event(data))
         except msgspec.DecodeError:
             console.print(Text(data))
             return
         line = Text()
-        for i, (text, style) in enumerate(format_line(event)):
+        for i, (text, style) in enumerate(cells):
             line.append(("  " if i else "") + text, style=style or None)
         console.print(line)
 

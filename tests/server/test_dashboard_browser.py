@@ -1,7 +1,9 @@
 """The dashboard in a real headless Chromium against a real ``llmtally serve``.
 
-Signs in through the form, checks that the charts show what ``/analytics/aggregate``
-answers, that a newly posted event appears live (EventSource) and the charts refresh
+Signs in through the form, checks that the charts show what ``/analytics/timeseries``
+answers (the query they are drawn from) and the tiles what ``/analytics/aggregate``
+does, that the anomalies panel and the charts' markers show what ``/analytics/anomalies``
+lists, that a newly posted event appears live (EventSource) and the charts refresh
 without a reload, that the page logs no console error (a CSP violation would be one),
 and writes a screenshot. Debian's chromium is used as is (``/usr/bin/chromium``; no
 ``playwright install``). Without it the test is skipped — or fails, when
@@ -10,6 +12,7 @@ and writes a screenshot. Debian's chromium is used as is (``/usr/bin/chromium``;
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from collections.abc import Iterator
@@ -18,6 +21,11 @@ from typing import Any
 
 import httpx2
 import pytest
+
+from llmtally.analysis.anomaly import Finding
+from llmtally.events import AnalyticsEvent
+from llmtally.server.detector import anomaly_event
+from llmtally.storage.sqlite import SqliteStorage
 
 from .collector import EVENTS_PATH, INGEST_TOKEN, READ_TOKEN, Collector, start_collector, wire_event
 
@@ -35,9 +43,41 @@ def chromium_path() -> Path:
     return CHROMIUM
 
 
+def anomalies_before(now_ms: int) -> list[AnalyticsEvent]:
+    """Two anomalies the detector stored earlier: a request-rate spike of gpt-4o 20
+    minutes ago and a p95-latency drop of anthropic 35 minutes ago."""
+    minute = now_ms // 60_000 * 60_000
+    return [
+        anomaly_event(
+            "model",
+            "gpt-4o",
+            minute - 20 * 60_000,
+            Finding("request_rate", "spike", 42, 7.5, 11.2),
+        ),
+        anomaly_event(
+            "provider",
+            "anthropic",
+            minute - 35 * 60_000,
+            Finding("p95_latency_ms", "drop", 55.0, 640.0, -6.4, window=5),
+        ),
+    ]
+
+
+async def seed(db: Path, events: list[AnalyticsEvent]) -> None:
+    storage = SqliteStorage(db)
+    await storage.open()
+    try:
+        await storage.ingest(events)
+    finally:
+        await storage.close()
+
+
 @pytest.fixture
 def collector(tmp_path: Path) -> Iterator[Collector]:
-    server = start_collector(tmp_path / "collector")
+    workdir = tmp_path / "collector"
+    workdir.mkdir()
+    asyncio.run(seed(workdir / "collector.db", anomalies_before(int(time.time() * 1000))))
+    server = start_collector(workdir)
     try:
         yield server
     finally:
@@ -56,9 +96,9 @@ def post(collector: Collector, events: list[dict[str, Any]]) -> None:
     assert r.json()["accepted"] == len(events)
 
 
-def aggregate(collector: Collector, **params: str) -> dict[str, Any]:
+def get(collector: Collector, path: str, **params: str) -> dict[str, Any]:
     r = httpx2.get(
-        collector.url + "/analytics/aggregate",
+        collector.url + path,
         params=params,
         headers={"Authorization": f"Bearer {READ_TOKEN}"},
         timeout=10,
@@ -66,6 +106,17 @@ def aggregate(collector: Collector, **params: str) -> dict[str, Any]:
     assert r.status_code == 200, r.text
     result: dict[str, Any] = r.json()
     return result
+
+
+def series_points(answer: dict[str, Any], key: str | None = None) -> dict[tuple[str, str], Any]:
+    """A ``/analytics/timeseries`` answer's non-null points as ``{(series, start): value}``;
+    the series is ``key`` or, grouped, the group."""
+    return {
+        (key or s["group"], str(t)): v
+        for s in answer["series"]
+        for t, v in s["points"]
+        if v is not None
+    }
 
 
 def test_dashboard_in_chromium(chromium_path: Path, collector: Collector, tmp_path: Path) -> None:
@@ -114,45 +165,82 @@ def test_dashboard_in_chromium(chromium_path: Path, collector: Collector, tmp_pa
             assert all("status of 401" in m for m in problems), problems
             problems.clear()
 
-            # The charts show what /analytics/aggregate answers for the same range.
+            # The charts show what /analytics/timeseries answers for the same range.
             root = page.locator("#dashboard")
             start, end = root.get_attribute("data-start"), root.get_attribute("data-end")
             window = root.get_attribute("data-window")
             assert start and end and window == "1m"
-            totals = aggregate(collector, start=start, end=end, window=window)
-            by_model = aggregate(collector, start=start, end=end, window=window, group_by="model")
+            rng = {"start": start, "end": end, "window": window}
 
-            def chart(selector: str) -> dict[tuple[str, str], str]:
+            def timeseries(key: str | None = None, **params: str) -> dict[tuple[str, str], Any]:
+                return series_points(get(collector, "/analytics/timeseries", **rng, **params), key)
+
+            def chart(selector: str) -> dict[tuple[str, str], float]:
                 values: list[list[str]] = page.eval_on_selector_all(
                     selector,
                     "els => els.map(e => [e.dataset.series, e.dataset.start, e.dataset.value])",
                 )
-                return {(s, t): v for s, t, v in values}
+                return {(s, t): float(v) for s, t, v in values}
 
             traffic = chart("#chart-traffic .mark")
-            assert {k: int(v) for k, v in traffic.items()} == {
-                **{
-                    ("requests", str(b["period_start"])): b["total_requests"]
-                    for b in totals["buckets"]
-                },
-                **{
-                    ("failures", str(b["period_start"])): b["failed_requests"]
-                    for b in totals["buckets"]
-                },
+            assert traffic == {
+                **timeseries("requests", metric="requests", aggregation="count", fill="zero"),
+                **timeseries("failures", metric="errors", aggregation="count", fill="zero"),
             }
-            assert sum(int(v) for (s, _), v in traffic.items() if s == "requests") == 90
+            assert len(traffic) == 2 * 61  # every minute of the hour, empty ones at 0
             cost = chart("#chart-cost .mark")
-            assert {k: int(v) for k, v in cost.items()} == {
-                (b["group"], str(b["period_start"])): b["total_cost_micros"]
-                for b in by_model["buckets"]
-            }
-            latency = chart("#chart-latency .mark")
-            for b in totals["buckets"]:
+            assert cost == timeseries(
+                metric="cost_micros", aggregation="sum", group_by="model", fill="zero"
+            )
+            assert {series for series, _ in cost} == {"gpt-4o", "claude-3-5-sonnet", "gpt-4o-mini"}
+            for prefix, metric in (("duration_ms", "duration_ms"), ("ttft_ms", "ttft_ms")):
+                drawn = chart(f"#chart-{'latency' if metric == 'duration_ms' else 'ttft'} .mark")
+                expected: dict[tuple[str, str], Any] = {}
                 for q in ("p50", "p95", "p99"):
-                    key = (f"duration_ms_{q}", str(b["period_start"]))
-                    assert float(latency[key]) == b["duration_ms"][q]
+                    expected |= timeseries(f"{prefix}_{q}", metric=metric, aggregation=q)
+                assert drawn == expected  # no fill: minutes without requests are gaps
+                assert 0 < len(drawn) < 3 * 61
+            # ... and the totals of /analytics/aggregate.
+            totals = get(collector, "/analytics/aggregate", start=start, end=end)
+            assert sum(v for (s, _), v in traffic.items() if s == "requests") == 90
+            assert (
+                sum(v for (s, _), v in traffic.items() if s == "failures")
+                == (totals["failed_requests"])
+            )
+            # Each bucket's cost is rounded to whole micro-dollars on its own.
+            nonzero = sum(1 for v in cost.values() if v)
+            assert abs(sum(cost.values()) - totals["total_cost_micros"]) <= nonzero / 2
+
+            # The anomalies: listed newest first, and marked on their charts.
+            listed = get(collector, "/analytics/anomalies", start=start, end=end)["anomalies"]
+            assert [a["kind"] for a in listed] == ["spike", "drop"]
+            rows = page.eval_on_selector_all(
+                "#card-anomalies tbody tr",
+                "els => els.map(e => [e.dataset.anomaly, e.dataset.metric, e.dataset.group, "
+                "e.innerText])",
+            )
+            assert [r[:3] for r in rows] == [
+                [a["event_id"], a["metric"], a["value"]] for a in listed
+            ]
+            assert "gpt-4o" in rows[0][3] and "42/min" in rows[0][3] and "7.5/min" in rows[0][3]
+            assert "55 ms" in rows[1][3] and "640 ms" in rows[1][3] and "5 min" in rows[1][3]
+            spike = page.locator(
+                f'#chart-traffic g.anomaly.spike[data-anomaly="{listed[0]["event_id"]}"]'
+            )
+            assert spike.get_attribute("data-start") == str(listed[0]["timestamp"])
+            assert "spike of request rate for model=gpt-4o" in (
+                spike.locator("title").text_content() or ""
+            )
+            drop = page.locator(
+                f'#chart-latency g.anomaly.drop[data-anomaly="{listed[1]["event_id"]}"]'
+            )
+            assert "drop of p95 latency for provider=anthropic" in (
+                drop.locator("title").text_content() or ""
+            )
+            assert page.locator("g.anomaly").count() == 2
+
             tile = page.locator("#t-requests")
-            assert tile.get_attribute("data-value") == str(totals["total_requests"])
+            assert tile.get_attribute("data-value") == str(totals["total_requests"]) == "90"
             assert page.locator("#t-cost").get_attribute("data-value") == str(
                 totals["total_cost_micros"]
             )
@@ -171,6 +259,8 @@ def test_dashboard_in_chromium(chromium_path: Path, collector: Collector, tmp_pa
             page.wait_for_selector("#dashboard[data-refreshes]", state="attached", timeout=WAIT_MS)
             refreshed = chart("#chart-cost .mark")
             assert any(series == "live-model-7" for series, _ in refreshed)
+
+            page.screenshot(path=str(tmp_path / "dashboard-1h.png"), full_page=True)
 
             # The range picker.
             page.click("nav.ranges a:text('24h')")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -14,14 +14,17 @@ import msgspec
 import pytest
 
 from llmtally._ids import new_event_id
+from llmtally.analysis.anomaly import Finding
 from llmtally.events import (
     AnalyticsEvent,
     decode_wire_event,
     from_wire,
     to_wire,
 )
+from llmtally.query.anomalies import record_of_anomaly
 from llmtally.server.app import create_app
 from llmtally.server.auth import Auth, Scope
+from llmtally.server.detector import anomaly_event
 from llmtally.server.live import (
     KEEPALIVE_FRAME,
     HubClosedError,
@@ -148,6 +151,62 @@ def test_bad_sizes_are_refused() -> None:
         LiveHub(keepalive_s=0)
 
 
+def anomaly(
+    dim: str = "model", value: str = "gpt-4o-mini", minute_ms: int = 60_000
+) -> AnalyticsEvent:
+    return anomaly_event(dim, value, minute_ms, Finding("request_rate", "spike", 90, 30.5, 8.25))
+
+
+def test_anomaly_frame_is_the_contract() -> None:
+    a = anomaly()
+    record = record_of_anomaly(a)
+    assert record is not None
+    frame = encode_frame(a)
+    head, data = frame.removesuffix(b"\n\n").rsplit(b"\ndata: ", 1)
+    assert head == b"id: " + a.event_id.encode() + b"\nevent: anomaly"
+    assert msgspec.json.decode(data) == {
+        "event_type": "anomaly_detected",
+        **msgspec.to_builtins(record),
+    }
+    assert data.startswith(b'{"event_type":"anomaly_detected",')
+
+
+async def test_anomalies_are_published_filtered_and_replayed() -> None:
+    hub = LiveHub()
+    request, by_model, by_provider = event(1), anomaly(), anomaly("provider", "openai")
+    filters = {
+        "all": LiveFilter(),
+        "anomalies": LiveFilter(event_type="anomaly_detected"),
+        "model": LiveFilter(model="gpt-4o-mini"),
+        "provider": LiveFilter(provider="openai"),
+        "agent": LiveFilter(agent_id="agent-1"),
+        "requests": LiveFilter(event_type="llm_request_completed"),
+    }
+    got: dict[str, list[bytes]] = {}
+    async with AsyncExitStack() as stack:
+        subs = {k: await stack.enter_async_context(hub.subscribe(f)) for k, f in filters.items()}
+        hub.publish([request, by_model, by_provider])
+        for name, sub in subs.items():
+            got[name] = []
+            while True:
+                try:
+                    got[name].append(sub.frames.receive_nowait())
+                except anyio.WouldBlock:
+                    break
+    frame = {e.event_id: encode_frame(e) for e in (request, by_model, by_provider)}
+    assert got == {
+        "all": [frame[e.event_id] for e in (request, by_model, by_provider)],
+        "anomalies": [frame[by_model.event_id], frame[by_provider.event_id]],
+        "model": [frame[request.event_id], frame[by_model.event_id]],
+        "provider": [frame[request.event_id], frame[by_provider.event_id]],
+        "agent": [frame[request.event_id]],  # an anomaly has no agent
+        "requests": [frame[request.event_id]],
+    }
+    assert hub.published == 3
+    async with hub.subscribe(filters["anomalies"], last_event_id=request.event_id) as sub:
+        assert sub.backlog == [frame[by_model.event_id], frame[by_provider.event_id]]
+
+
 def test_lifecycle_events_are_skipped_not_raised() -> None:
     from llmtally.events import RouterStarted
 
@@ -249,6 +308,7 @@ async def test_filters_last_event_id_and_refusals(tmp_path: Path) -> None:
         )
         assert r.status_code == 400
         assert r.json()["parameter"] == "event_type"
+        assert "anomaly_detected" in r.json()["error"]
         earlier = [now_event(i) for i in range(4)]
         ingest = {"Authorization": f"Bearer {INGEST}"}
         await client.post("/api/v1/analytics/events", json={"events": earlier}, headers=ingest)

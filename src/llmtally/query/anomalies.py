@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from typing import Final
+from typing import Final, TypeVar
 
 import msgspec
 
@@ -18,7 +18,15 @@ from ..storage.base import DAY_MS, Cursor, EventFilter, QueryStorage
 from ._types import MAX_LIMIT, QueryError
 from .events import check_range
 
-__all__ = ["AnomalyPage", "AnomalyRecord", "anomalies", "recent_anomalies"]
+__all__ = [
+    "AnomalyPage",
+    "AnomalyRecord",
+    "LiveAnomaly",
+    "anomalies",
+    "live_anomaly",
+    "record_of_anomaly",
+    "recent_anomalies",
+]
 
 _PAGE: Final = 1_000
 
@@ -44,6 +52,12 @@ class AnomalyRecord(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     window_minutes: int = 1
 
 
+class LiveAnomaly(AnomalyRecord, frozen=True, tag="anomaly_detected", tag_field="event_type"):
+    """An ``AnomalyRecord`` with ``"event_type": "anomaly_detected"`` (first), as
+    ``GET /analytics/live`` sends it (``event: anomaly``), so a reader of mixed lines
+    tells it from a request event."""
+
+
 class AnomalyPage(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """``GET /analytics/anomalies``: the newest ``limit`` anomalies of the range, newest
     first (``start``/``end`` in unix seconds)."""
@@ -54,12 +68,24 @@ class AnomalyPage(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     end: int
 
 
+_R = TypeVar("_R", bound="AnomalyRecord")
+
+
 def record_of_anomaly(event: AnalyticsEvent) -> AnomalyRecord | None:
     """The record of an ``anomaly_detected`` event; ``None`` for any other event."""
+    return _record(event, AnomalyRecord)
+
+
+def live_anomaly(event: AnalyticsEvent) -> LiveAnomaly | None:
+    """The live stream's form of an ``anomaly_detected`` event; ``None`` for others."""
+    return _record(event, LiveAnomaly)
+
+
+def _record(event: AnalyticsEvent, cls: type[_R]) -> _R | None:
     p = event.payload
     if not isinstance(p, AnomalyDetected):
         return None
-    return AnomalyRecord(
+    return cls(
         event_id=event.event_id,
         timestamp=p.minute_ms // 1000,
         minute_ms=p.minute_ms,

@@ -93,8 +93,8 @@ def create_app(
     expires data (``QueryStorage``), a background task runs ``expire`` every
     ``retention_interval_s`` seconds (``None``: never), and the anomaly detector
     (``detector.run_detector``, with ``detector_config``) every ``detect_interval_s``
-    seconds (``None``: never). ``live`` is the broadcaster of
-    ``GET /analytics/live`` (default: a ``LiveHub()``); whoever runs the server calls
+    seconds (``None``: never); the anomalies it stores are published on ``live``, the
+    broadcaster of ``GET /analytics/live`` (default: a ``LiveHub()``); whoever runs the server calls
     ``app.state.llmtally.live.close()`` when shutdown begins, so that open streams do not
     hold it up (``llmtally serve`` does; the lifespan's shutdown closes it too, late).
     ``body_timeout_s`` bounds the read of a request body (408 past it). ``budgets`` are
@@ -144,6 +144,7 @@ def create_app(
                             config=detector_config,
                             interval_s=detect_interval_s,
                             write_lock=ctx.write_lock,
+                            on_pass=ctx.live.publish,
                         )
                     )
                 try:

@@ -2,7 +2,8 @@
 
 The ingest path calls ``publish`` (synchronously, through
 ``ServerContext.ingest_observers``) with the events a request newly stored — each event
-id once, never a duplicate. ``publish`` never waits: each subscriber has a bounded
+id once, never a duplicate — and so does the anomaly detector with the anomalies each
+pass stored (``run_detector(on_pass=...)``). ``publish`` never waits: each subscriber has a bounded
 buffer, and an event that does not fit is dropped for that subscriber and counted
 (``Subscription.dropped``, ``LiveHub.dropped``), so a slow reader costs itself events and
 never slows ingest down. Memory is bounded by ``max_subscribers * buffer_size`` frames
@@ -15,6 +16,15 @@ frame (the contract of ``GET /analytics/live``)::
     event: event
     data: <the event's Protocol 012 JSON, as events.to_wire encodes it>
     <blank line>
+
+and an anomaly as::
+
+    id: <event_id>
+    event: anomaly
+    data: <its /analytics/anomalies record, with "event_type": "anomaly_detected" first>
+    <blank line>
+
+(a reader that only listens for ``event`` frames, like an older ``tail``, skips them).
 
 A client that reconnects with ``Last-Event-ID`` first gets the frames stored after that
 id, if it is still among the last ``replay_size`` (this process's memory only: after a
@@ -37,7 +47,8 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from ..events import AnalyticsEvent, LlmRequestCompleted, LlmRequestFailed, to_wire
+from ..events import AnalyticsEvent, AnomalyDetected, LlmRequestCompleted, LlmRequestFailed, to_wire
+from ..query.anomalies import live_anomaly
 
 __all__ = [
     "DEFAULT_BUFFER_SIZE",
@@ -45,6 +56,7 @@ __all__ = [
     "DEFAULT_MAX_SUBSCRIBERS",
     "DEFAULT_REPLAY_SIZE",
     "KEEPALIVE_FRAME",
+    "LIVE_EVENT_TYPES",
     "HubClosedError",
     "LiveFilter",
     "LiveHub",
@@ -59,6 +71,8 @@ DEFAULT_MAX_SUBSCRIBERS: Final = 64
 DEFAULT_REPLAY_SIZE: Final = 1_000
 DEFAULT_KEEPALIVE_S: Final = 15.0
 KEEPALIVE_FRAME: Final = b": keepalive\n\n"
+LIVE_EVENT_TYPES: Final = ("llm_request_completed", "llm_request_failed", "anomaly_detected")
+"""The event types live streams carry (and ``event_type`` filters on)."""
 
 _encode: Final = msgspec.json.Encoder().encode
 
@@ -72,30 +86,55 @@ class HubClosedError(Exception):
 
 
 @dataclass(frozen=True, slots=True)
+class _Facets:
+    """What filters look at: a request's model and provider; an anomaly's series (its
+    ``value`` is the model for ``dim="model"``, the provider for ``dim="provider"``)."""
+
+    model: str | None
+    provider: str | None
+
+
+def _facets(event: AnalyticsEvent) -> _Facets | None:
+    """The facets of an event live streams carry; ``None`` for the others."""
+    p = event.payload
+    if isinstance(p, LlmRequestCompleted | LlmRequestFailed):
+        return _Facets(p.model, p.provider)
+    if isinstance(p, AnomalyDetected):
+        return _Facets(
+            p.value if p.dim == "model" else None, p.value if p.dim == "provider" else None
+        )
+    return None
+
+
+@dataclass(frozen=True, slots=True)
 class LiveFilter:
-    """Which events a subscriber gets: every field that is not ``None`` must be equal."""
+    """Which events a subscriber gets: every field that is not ``None`` must be equal.
+    An anomaly has a model (or provider) when its series is one, and never an agent."""
 
     model: str | None = None
     provider: str | None = None
     agent_id: str | None = None
     event_type: str | None = None
 
-    def matches(self, event: AnalyticsEvent, payload: _Request) -> bool:
+    def matches(self, event: AnalyticsEvent, facets: _Facets) -> bool:
         return (
-            (self.model is None or self.model == payload.model)
-            and (self.provider is None or self.provider == payload.provider)
+            (self.model is None or self.model == facets.model)
+            and (self.provider is None or self.provider == facets.provider)
             and (self.agent_id is None or self.agent_id == event.agent_id)
             and (self.event_type is None or self.event_type == event.event_type)
         )
 
 
-_Request = LlmRequestCompleted | LlmRequestFailed
-
-
 def encode_frame(event: AnalyticsEvent) -> bytes:
-    """The SSE frame of a request event. Raises ``ValueError`` for other events."""
-    data = _encode(to_wire(event))  # JSON escapes newlines: one ``data:`` line
-    return b"id: %s\nevent: event\ndata: %s\n\n" % (event.event_id.encode("ascii"), data)
+    """The SSE frame of a request event (``event: event``) or an anomaly (``event:
+    anomaly``). Raises ``ValueError`` for other events."""
+    anomaly = live_anomaly(event)
+    # JSON escapes newlines: one ``data:`` line.
+    if anomaly is not None:
+        name, data = b"anomaly", _encode(anomaly)
+    else:
+        name, data = b"event", _encode(to_wire(event))
+    return b"id: %s\nevent: %s\ndata: %s\n\n" % (event.event_id.encode("ascii"), name, data)
 
 
 class Subscription:
@@ -152,7 +191,7 @@ class LiveHub:
         self.buffer_size = buffer_size
         self.max_subscribers = max_subscribers
         self.keepalive_s = keepalive_s
-        self._recent: deque[tuple[AnalyticsEvent, _Request]] = deque(maxlen=replay_size)
+        self._recent: deque[tuple[AnalyticsEvent, _Facets]] = deque(maxlen=replay_size)
         self._subscribers: set[Subscription] = set()
         self._closed = False
         self.published = 0
@@ -169,20 +208,20 @@ class LiveHub:
         return self._closed
 
     def publish(self, events: Sequence[AnalyticsEvent]) -> None:
-        """Offer newly stored request events to every matching subscriber; never blocks or
-        raises. Each event is encoded once, and only if a subscriber wants it (with
-        nobody listening, publishing is an append to the replay buffer). Other event
-        types are skipped: the collector stores request events only."""
+        """Offer newly stored request events and anomalies to every matching subscriber;
+        never blocks or raises. Each event is encoded once, and only if a subscriber
+        wants it (with nobody listening, publishing is an append to the replay buffer).
+        Other event types (``LIVE_EVENT_TYPES``) are skipped."""
         subscribers = self._subscribers
         for event in events:
-            payload = event.payload
-            if not isinstance(payload, LlmRequestCompleted | LlmRequestFailed):
+            facets = _facets(event)
+            if facets is None:
                 continue
             self.published += 1
-            self._recent.append((event, payload))
+            self._recent.append((event, facets))
             frame: bytes | None = None
             for sub in subscribers:
-                if sub.filter.matches(event, payload):
+                if sub.filter.matches(event, facets):
                     if frame is None:
                         frame = encode_frame(event)
                     if not sub._offer(frame):

@@ -5,10 +5,15 @@ Wire format (a contract; see ``live.py``): one frame per event::
 
     id: <event_id>\\nevent: event\\ndata: <Protocol 012 JSON>\\n\\n
 
+one per anomaly the collector's detector stores::
+
+    id: <event_id>\\nevent: anomaly\\ndata: <{"event_type": "anomaly_detected", ...}>\\n\\n
+
 and ``: keepalive\\n\\n`` when the stream opens and after every ``keepalive_s`` (15 s)
 without an event. Optional query filters ``model``, ``provider``, ``agent_id`` and
-``event_type`` keep only matching events; a ``Last-Event-ID`` header replays what was
-stored after that event, if this process still remembers it (``LiveHub``).
+``event_type`` (``LIVE_EVENT_TYPES``) keep only matching events (an anomaly has the
+model or provider its series is, and no agent); a ``Last-Event-ID`` header replays what
+was stored after that event, if this process still remembers it (``LiveHub``).
 
 A bad filter is a 400 ``{"error", "parameter"}``; too many open streams, or a server
 shutting down, a 503 with ``Retry-After``. A slow reader loses events (counted in
@@ -30,7 +35,14 @@ from starlette.types import Receive, Scope, Send
 
 from .auth import Scope as TokenScope
 from .context import ServerContext
-from .live import KEEPALIVE_FRAME, HubClosedError, LiveFilter, LiveHub, TooManySubscribersError
+from .live import (
+    KEEPALIVE_FRAME,
+    LIVE_EVENT_TYPES,
+    HubClosedError,
+    LiveFilter,
+    LiveHub,
+    TooManySubscribersError,
+)
 from .responses import error_response, json_response
 
 __all__ = ["LIVE_PATH", "MAX_FRAMES_PER_SEND", "routes"]
@@ -39,7 +51,6 @@ LIVE_PATH: Final = "/analytics/live"
 MAX_FRAMES_PER_SEND: Final = 64
 """Frames already waiting are written together, up to this many per write."""
 
-_REQUEST_TYPES: Final = ("llm_request_completed", "llm_request_failed")
 _MAX_ID_CHARS: Final = 64
 _HEADERS: Final = {
     "Cache-Control": "no-store",
@@ -69,8 +80,10 @@ def _text(request: Request, name: str) -> str | None:
 def live_filter(request: Request) -> LiveFilter:
     """The filter a request's query asks for. Raises ``_BadParameter``."""
     event_type = _text(request, "event_type")
-    if event_type is not None and event_type not in _REQUEST_TYPES:
-        raise _BadParameter("event_type", f"event_type must be one of {', '.join(_REQUEST_TYPES)}")
+    if event_type is not None and event_type not in LIVE_EVENT_TYPES:
+        raise _BadParameter(
+            "event_type", f"event_type must be one of {', '.join(LIVE_EVENT_TYPES)}"
+        )
     return LiveFilter(
         model=_text(request, "model"),
         provider=_text(request, "provider"),

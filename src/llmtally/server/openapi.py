@@ -44,6 +44,7 @@ from .context import ServerContext
 from .dashboard.data import RANGES
 from .dashboard.route import DASHBOARD_PATH, PANELS_PATH
 from .ingest import INGEST_PATH
+from .live import LIVE_EVENT_TYPES
 from .live_route import LIVE_PATH
 from .observability import MAX_PATTERNS, TARGET_PATTERN, BudgetsResponse
 from .responses import ErrorBody
@@ -257,8 +258,10 @@ OPERATIONS: Final[dict[tuple[str, str], Operation]] = {
     ),
     (LIVE_PATH, "get"): Operation(
         "Server-sent events of each newly stored event: `id: <event_id>`, `event: event`, "
-        "`data: <Protocol 012 JSON>`; `: keepalive` comments every 15 s; `Last-Event-ID` "
-        "replays recent events. Never ends on its own.",
+        "`data: <Protocol 012 JSON>`; of each anomaly the detector stores: `event: anomaly`, "
+        '`data: <its /analytics/anomalies record with "event_type": "anomaly_detected">`; '
+        "`: keepalive` comments every 15 s; `Last-Event-ID` replays recent events. Never "
+        "ends on its own.",
         "read",
         None,
         [
@@ -267,7 +270,7 @@ OPERATIONS: Final[dict[tuple[str, str], Operation]] = {
             _query("agent_id", _TEXT, "Only this agent."),
             _query(
                 "event_type",
-                {"enum": ["llm_request_completed", "llm_request_failed"]},
+                {"enum": list(LIVE_EVENT_TYPES)},
                 "Only this event type.",
             ),
         ],

@@ -1,10 +1,10 @@
 """The dashboard's stylesheet and script, served inline under a per-response CSP nonce.
 
 The script is small on purpose: it follows ``/analytics/live`` with ``EventSource``,
-adds each event to the tiles and to the "latest events" table (text only: every value
-goes through ``textContent``, never ``innerHTML``), and refetches the server-rendered
-panels (``data-panels-url``) a few seconds after events arrived (at most once per
-``data-refresh-ms``), and every minute so the range moves on. It never draws a chart
+adds each request event to the tiles and to the "latest events" table (text only: every
+value goes through ``textContent``, never ``innerHTML``), and refetches the
+server-rendered panels (``data-panels-url``) a few seconds after events or anomalies
+arrived (at most once per ``data-refresh-ms``), and every minute so the range moves on. It never draws a chart
 itself: the panels it swaps in are the server's HTML (escaped there).
 """
 
@@ -49,6 +49,14 @@ svg .value { fill:#374151; font-size:11px; }
 svg .empty, p.empty { fill:var(--muted); color:var(--muted); }
 svg .line { stroke-width:2; }
 svg .marker { stroke:#9ca3af; stroke-dasharray:4 3; }
+svg .anomaly line { stroke-width:1.5; stroke-dasharray:3 3; }
+svg .anomaly path { stroke:#fff; stroke-width:1; }
+svg .anomaly.spike line { stroke:#dc2626; }
+svg .anomaly.spike path { fill:#dc2626; }
+svg .anomaly.drop line { stroke:#7c3aed; }
+svg .anomaly.drop path { fill:#7c3aed; }
+tr.anomaly.spike td.kind { color:#dc2626; font-weight:600; }
+tr.anomaly.drop td.kind { color:#7c3aed; font-weight:600; }
 .legend { display:flex; flex-wrap:wrap; gap:12px; margin-top:6px; color:#374151; font-size:12px; }
 .legend .key { display:inline-flex; align-items:center; gap:5px; }
 .badges { display:flex; gap:8px; margin-bottom:6px; }
@@ -172,6 +180,11 @@ SCRIPT: Final = """
   }
   const source = new EventSource(root.dataset.liveUrl);
   source.addEventListener("event", onEvent);
+  // A detected anomaly: the panels (its table and chart markers) are redrawn by the server.
+  source.addEventListener("anomaly", () => {
+    root.dataset.liveAnomalies = String(Number(root.dataset.liveAnomalies || "0") + 1);
+    dirty = true;
+  });
   source.onopen = () => setStatus("live", "live");
   source.onerror = () => setStatus("reconnecting\\u2026", "down");
   // Refresh soon after events arrived (at most once per tick), and every minute anyway

@@ -1,13 +1,19 @@
 """What the dashboard shows, gathered from a ``QueryStorage`` in one place.
 
-``gather`` runs the queries (``llmtally.query.aggregate`` over rollups, and bounded pages
-of ``query_events``); the folding helpers below it are pure. Everything the page draws
-comes from one ``DashboardData``, so switching a panel to another query (a time-series
-endpoint, say) is a change here only.
+``gather`` runs the queries (``llmtally.query.timeseries`` and ``aggregate`` over
+rollups, ``query.anomalies``, and bounded pages of ``query_events``); the folding helpers
+below it are pure. Everything the page draws comes from one ``DashboardData``, so
+switching a panel to another query is a change here only.
 
-- Requests, failures, latency and TTFT per bucket: one ``aggregate`` with the range's
-  window, exactly what ``GET /analytics/aggregate?start&end&window`` answers.
-- Cost per model per bucket: the same, grouped by model.
+- Tiles: one totals ``aggregate`` of the range (``GET /analytics/aggregate?start&end``).
+- The time charts: one ``timeseries`` per drawn series with the range's window, exactly
+  what ``GET /analytics/timeseries?metric&aggregation&window&group_by&fill&start&end``
+  answers (``CHART_QUERIES``): requests and failures per bucket and cost per model per
+  bucket with ``fill=zero`` (a bucket without requests counted 0, cost nothing);
+  latency and TTFT p50/p95/p99 with ``fill=none`` (a bucket without samples has no
+  percentile: the chart shows a gap).
+- Anomalies: the newest ``MAX_ANOMALIES`` the detector stored in the range
+  (``query.anomalies``, ``GET /analytics/anomalies?start&end``).
 - Error patterns: the failed requests of the range, fingerprinted
   (``analysis.errors.ErrorPatterns``); at most ``MAX_ERROR_EVENTS`` of them, the
   earliest first — ``errors_sampled`` says when there were more.
@@ -15,7 +21,8 @@ endpoint, say) is a change here only.
   ``aggregate`` each) divided by the allowed error rate, with the multi-window alerts of
   ``analysis.slo``.
 - Budgets: whatever the caller has (a collector's, from ``llmtally serve --budgets``).
-- Latest events: the newest ``LATEST_EVENTS`` of the last minute, 10 minutes or hour.
+- Latest events: the newest ``LATEST_EVENTS`` requests of the last minute, 10 minutes or
+  hour.
 """
 
 from __future__ import annotations
@@ -32,19 +39,30 @@ import anyio
 from ...analysis.budgets import BudgetStatus
 from ...analysis.errors import ErrorPatterns, ErrorPatternsSnapshot
 from ...analysis.slo import FAST_BURN_THRESHOLD, SLOW_BURN_THRESHOLD, TICKET_BURN_THRESHOLD
-from ...events import AnalyticsEvent, LlmRequestFailed
-from ...query import AggregateResult, EventRecord, QueryError, aggregate
+from ...events import AnalyticsEvent, LlmRequestCompleted, LlmRequestFailed
+from ...query import (
+    AggregateResult,
+    EventRecord,
+    QueryError,
+    TimeSeriesResult,
+    aggregate,
+    timeseries,
+)
+from ...query.anomalies import AnomalyRecord, anomalies
 from ...query.events import record_of
 from ...storage.base import Cursor, EventFilter, QueryStorage
 
 __all__ = [
+    "CHART_QUERIES",
     "DEFAULT_RANGE",
     "DEFAULT_SLO_TARGET",
     "LATEST_EVENTS",
+    "MAX_ANOMALIES",
     "MAX_ERROR_EVENTS",
     "RANGES",
     "SLO_WINDOWS",
     "BurnRate",
+    "ChartQuery",
     "DashboardData",
     "RangeSpec",
     "SloSummary",
@@ -88,10 +106,36 @@ SLO_WINDOWS: Final = (
     ("3d", 3 * DAY_MS),
 )
 MAX_ERROR_EVENTS: Final = 5_000
+MAX_ANOMALIES: Final = 50
 LATEST_EVENTS: Final = 20
 _PAGE: Final = 1_000
 _LATEST_SPANS_MS: Final = (MINUTE_MS, 10 * MINUTE_MS, HOUR_MS)
 _LATEST_MAX_SCAN: Final = 3 * _PAGE
+_REQUESTS: Final = (LlmRequestCompleted, LlmRequestFailed)
+
+
+@dataclass(frozen=True, slots=True)
+class ChartQuery:
+    """One drawn series' ``timeseries`` query (the range and window are the page's)."""
+
+    metric: str
+    aggregation: str
+    fill: str
+    group_by: str | None = None
+
+
+CHART_QUERIES: Final[dict[str, ChartQuery]] = {
+    "requests": ChartQuery("requests", "count", "zero"),
+    "failures": ChartQuery("errors", "count", "zero"),
+    "cost": ChartQuery("cost_micros", "sum", "zero", group_by="model"),
+    **{
+        f"{metric}_{q}": ChartQuery(metric, q, "none")
+        for metric in ("duration_ms", "ttft_ms")
+        for q in ("p50", "p95", "p99")
+    },
+}
+"""The time charts' series by name (``requests``, ``failures``, ``cost`` per model,
+``duration_ms_p50`` … ``ttft_ms_p99``); the names are the charts' ``data-series``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,13 +161,16 @@ class SloSummary:
 
 @dataclass(frozen=True, slots=True)
 class DashboardData:
-    """Everything one rendering of the dashboard needs; times are unix milliseconds."""
+    """Everything one rendering of the dashboard needs; times are unix milliseconds.
+    ``series`` holds one ``timeseries`` answer per ``CHART_QUERIES`` name; ``anomalies``
+    are newest first."""
 
     range: RangeSpec
     start_ms: int
     end_ms: int
     totals: AggregateResult
-    by_model: AggregateResult
+    series: dict[str, TimeSeriesResult]
+    anomalies: list[AnomalyRecord]
     errors: ErrorPatternsSnapshot
     errors_sampled: bool
     slo: SloSummary
@@ -201,7 +248,7 @@ async def _failed_events(
 
 
 async def _latest(storage: QueryStorage, end_ms: int) -> list[EventRecord]:
-    """The newest ``LATEST_EVENTS`` events before ``end_ms``, newest first, from the
+    """The newest ``LATEST_EVENTS`` requests before ``end_ms``, newest first, from the
     shortest of the look-back spans that has enough (each scan bounded)."""
     newest: deque[AnalyticsEvent] = deque(maxlen=LATEST_EVENTS)
     for span in _LATEST_SPANS_MS:
@@ -211,7 +258,7 @@ async def _latest(storage: QueryStorage, end_ms: int) -> list[EventRecord]:
         scanned = 0
         while scanned < _LATEST_MAX_SCAN:
             page = await storage.query_events(flt, after=after, limit=_PAGE)
-            newest.extend(page)
+            newest.extend(e for e in page if isinstance(e.payload, _REQUESTS))
             scanned += len(page)
             if len(page) < _PAGE:
                 break
@@ -233,8 +280,20 @@ async def gather(
     ``now_ms``. Storage errors propagate."""
     end_ms = (now_ms // 1000 + 1) * 1000
     start_ms = max(0, end_ms - spec.span_ms)
-    totals = await aggregate(storage, start_ms, end_ms, window=spec.window)
-    by_model = await aggregate(storage, start_ms, end_ms, window=spec.window, group_by="model")
+    totals = await aggregate(storage, start_ms, end_ms)
+    series: dict[str, TimeSeriesResult] = {}
+    for name, q in CHART_QUERIES.items():
+        series[name] = await timeseries(
+            storage,
+            q.metric,
+            start_ms,
+            end_ms,
+            window=spec.window,
+            aggregation=q.aggregation,
+            group_by=q.group_by,
+            fill=q.fill,
+        )
+    found = await anomalies(storage, start_ms, end_ms, limit=MAX_ANOMALIES)
     counts: list[tuple[str, int, int]] = []
     for name, span in SLO_WINDOWS:
         w = await aggregate(storage, max(0, end_ms - span), end_ms)
@@ -246,7 +305,8 @@ async def gather(
         start_ms=start_ms,
         end_ms=end_ms,
         totals=totals,
-        by_model=by_model,
+        series=series,
+        anomalies=found.anomalies,
         errors=errors,
         errors_sampled=sampled,
         slo=slo_summary(target if target is not None else parse_target(None), counts),

@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Sequence
-from decimal import Decimal
 from html import escape
 from typing import Any, Final
 
 from ...analysis.budgets import BudgetStatus
 from ...analysis.errors import ErrorPatternsSnapshot
 from ...analysis.slo import FAST_BURN_THRESHOLD, SLOW_BURN_THRESHOLD, TICKET_BURN_THRESHOLD
-from ...query import AggregateGroup, AggregateResult
-from .data import DashboardData, SloSummary
+from ...query import AggregateResult, TimeSeriesResult
+from .anomaly_panel import anomaly_markers, anomaly_table
+from .data import MAX_ANOMALIES, DashboardData, SloSummary
+from .formats import format_count, format_ms, format_usd, format_usd_tick
 from .svg import PALETTE, Bar, Series, column_chart, hbar_chart, line_chart
 
 __all__ = [
@@ -35,26 +36,6 @@ _OTHER: Final = "(other)"
 _REQUESTS_COLOR: Final = "#3b82f6"
 _FAILURES_COLOR: Final = "#ef4444"
 _P50, _P95, _P99 = "#10b981", "#f59e0b", "#ef4444"
-
-
-def format_usd(micros: int | float) -> str:
-    """Micro-dollars as dollars, with enough decimals to show small amounts (exact:
-    decimal arithmetic, never binary floats)."""
-    d = Decimal(int(micros)) / 1_000_000
-    places = 2 if abs(d) >= 10 else 4 if abs(d) >= Decimal("0.01") or d == 0 else 6
-    return f"${d:,.{places}f}"
-
-
-def format_count(n: int | float) -> str:
-    """An integer with thousands separators (``1,234``)."""
-    return f"{int(n):,}"
-
-
-def format_ms(ms: float | None) -> str:
-    """Milliseconds as ``812 ms`` or ``1.24 s``; ``–`` for no value."""
-    if ms is None:
-        return "–"
-    return f"{ms:,.0f} ms" if ms < 1000 else f"{ms / 1000:,.2f} s"
 
 
 def _percent(part: int, whole: int) -> str:
@@ -119,61 +100,50 @@ def _legend(series: Iterable[Series]) -> str:
     return f'<div class="legend">{items}</div>'
 
 
-def _points(buckets: Sequence[AggregateGroup], value: str) -> list[tuple[int, float]]:
-    out: list[tuple[int, float]] = []
-    for b in buckets:
-        v = getattr(b, value) if "." not in value else _nested(b, value)
-        if v is not None:
-            out.append((b.period_start * 1000, v))
+def _points(result: TimeSeriesResult) -> list[tuple[int, float | None]]:
+    """The points of an ungrouped series (none when the range has no requests), in ms."""
+    return [(t * 1000, v) for series in result.series for t, v in series.points]
+
+
+def _model_series(cost: TimeSeriesResult) -> list[Series]:
+    """One series per model, the ``MAX_MODEL_SERIES`` costliest kept apart and the rest
+    summed as "(other)" (unless that would be a single model)."""
+    by_model = {s.group or "(none)": s.points for s in cost.series}
+    total = {m: sum(v or 0 for _, v in points) for m, points in by_model.items()}
+    ranked = sorted(total, key=lambda m: (-total[m], m))
+    keep = ranked[:MAX_MODEL_SERIES] if len(ranked) > MAX_MODEL_SERIES + 1 else ranked
+    out = [
+        Series(m, m, PALETTE[i % len(PALETTE)], [(t * 1000, v) for t, v in by_model[m]])
+        for i, m in enumerate(keep)
+    ]
+    rest = ranked[len(keep) :]
+    if rest:
+        other: dict[int, int | float] = {}
+        for m in rest:
+            for t, v in by_model[m]:
+                other[t] = other.get(t, 0) + (v or 0)
+        color = PALETTE[len(keep) % len(PALETTE)]
+        out.append(Series(_OTHER, _OTHER, color, [(t * 1000, v) for t, v in sorted(other.items())]))
     return out
 
 
-def _nested(b: AggregateGroup, path: str) -> float | None:
-    outer, inner = path.split(".")
-    value: float | None = getattr(getattr(b, outer), inner)
-    return value
-
-
-def _model_series(by_model: AggregateResult) -> list[Series]:
-    cost: dict[str, int] = {}
-    for b in by_model.buckets:
-        name = b.group or "(none)"
-        cost[name] = cost.get(name, 0) + b.total_cost_micros
-    ranked = sorted(cost, key=lambda m: (-cost[m], m))
-    keep = ranked[:MAX_MODEL_SERIES] if len(ranked) > MAX_MODEL_SERIES + 1 else ranked
-    points: dict[str, dict[int, int]] = {m: {} for m in [*keep, _OTHER]}
-    for b in by_model.buckets:
-        name = b.group or "(none)"
-        key = name if name in points else _OTHER
-        t = b.period_start * 1000
-        points[key][t] = points[key].get(t, 0) + b.total_cost_micros
-    return [
-        Series(m, m, PALETTE[i % len(PALETTE)], sorted(points[m].items()))
-        for i, m in enumerate([*keep, _OTHER])
-        if points[m]
-    ]
-
-
 def _charts(data: DashboardData) -> str:
-    t, spec = data.totals, data.range
+    spec, ts = data.range, data.series
     frame: dict[str, Any] = {
         "start_ms": data.start_ms,
         "end_ms": data.end_ms,
         "bucket_ms": spec.window_ms,
     }
-    buckets = t.buckets
     traffic = [
-        Series("requests", "requests", _REQUESTS_COLOR, _points(buckets, "total_requests")),
-        Series("failures", "failures", _FAILURES_COLOR, _points(buckets, "failed_requests")),
+        Series("requests", "requests", _REQUESTS_COLOR, _points(ts["requests"])),
+        Series("failures", "failures", _FAILURES_COLOR, _points(ts["failures"])),
     ]
-    models = _model_series(data.by_model)
-
-    def usd_axis(v: float) -> str:
-        return format_usd(round(v))
+    models = _model_series(ts["cost"])
+    markers = anomaly_markers(data.anomalies)
 
     def latency(prefix: str) -> list[Series]:
         return [
-            Series(f"{prefix}_{q}", q, color, _points(buckets, f"{prefix}.{q}"))
+            Series(f"{prefix}_{q}", q, color, _points(ts[f"{prefix}_{q}"]))
             for q, color in (("p50", _P50), ("p95", _P95), ("p99", _P99))
         ]
 
@@ -182,20 +152,41 @@ def _charts(data: DashboardData) -> str:
         _card(
             f"Requests and failures {per}",
             column_chart(
-                "chart-traffic", "Requests and failures", traffic, fmt=format_count, **frame
+                "chart-traffic",
+                "Requests and failures",
+                traffic,
+                fmt=format_count,
+                integer=True,
+                markers=markers.get("chart-traffic", ()),
+                **frame,
             )
             + _legend(traffic),
             card_id="card-traffic",
         )
         + _card(
             f"Cost by model {per}",
-            column_chart("chart-cost", "Cost by model", models, fmt=usd_axis, stacked=True, **frame)
+            column_chart(
+                "chart-cost",
+                "Cost by model",
+                models,
+                fmt=format_usd_tick,
+                stacked=True,
+                markers=markers.get("chart-cost", ()),
+                **frame,
+            )
             + _legend(models),
             card_id="card-cost",
         )
         + _card(
             f"Latency {per}",
-            line_chart("chart-latency", "Latency", latency("duration_ms"), fmt=format_ms, **frame)
+            line_chart(
+                "chart-latency",
+                "Latency",
+                latency("duration_ms"),
+                fmt=format_ms,
+                markers=markers.get("chart-latency", ()),
+                **frame,
+            )
             + _legend(latency("duration_ms")),
             card_id="card-latency",
         )
@@ -319,6 +310,17 @@ def render_panels(data: DashboardData) -> str:
         _tiles(data.totals)
         + '<div class="grid">'
         + _charts(data)
+        + _card(
+            "Anomalies (UTC)",
+            anomaly_table(data.anomalies),
+            card_id="card-anomalies",
+            wide=True,
+            note=(
+                f"The newest {MAX_ANOMALIES} of the range."
+                if len(data.anomalies) >= MAX_ANOMALIES
+                else ""
+            ),
+        )
         + _card("SLO burn rate", _slo(data.slo, data.totals), card_id="card-slo")
         + _card("Budgets", _budgets(data.budgets), card_id="card-budgets")
         + _card(

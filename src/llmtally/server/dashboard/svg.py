@@ -3,9 +3,12 @@
 No script and no external resource: the browser only draws. Every text and attribute
 value that comes from data is escaped (``html.escape``). Each data mark carries
 ``data-series``, ``data-start`` (bucket start, unix seconds) and ``data-value`` (the
-exact number it was drawn from), so tests and scripts can read a chart back. Styling is
-presentation attributes and classes (the page's stylesheet), never ``style=""``, so a
-strict Content-Security-Policy holds.
+exact number it was drawn from), so tests and scripts can read a chart back. A point
+without a value (``None``) draws nothing: a column chart leaves the bucket empty, a line
+chart breaks the line there (a gap, not a line across it). ``TimeMarker``s mark moments
+on a time chart (the dashboard's anomalies). Styling is presentation attributes and
+classes (the page's stylesheet), never ``style=""``, so a strict Content-Security-Policy
+holds.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ __all__ = [
     "PALETTE",
     "Bar",
     "Series",
+    "TimeMarker",
     "column_chart",
     "format_time",
     "hbar_chart",
@@ -53,12 +57,28 @@ Formatter = Callable[[float], str]
 
 @dataclass(frozen=True, slots=True)
 class Series:
-    """One named series: ``(bucket start ms, value)`` points, in time order."""
+    """One named series: ``(bucket start ms, value)`` points, in time order; ``None``
+    where the bucket has no value."""
 
     key: str
     label: str
     color: str
-    points: Sequence[tuple[int, float]]
+    points: Sequence[tuple[int, float | None]]
+
+
+@dataclass(frozen=True, slots=True)
+class TimeMarker:
+    """A moment marked on a time chart: a dashed vertical line with a small triangle,
+    at the top pointing up (``up``) or at the bottom pointing down, in a ``<g>`` of
+    class ``css_class`` with ``title`` as its tooltip and ``data`` as ``data-*``
+    attributes (names without the prefix). Markers outside the chart's range are not
+    drawn."""
+
+    t_ms: int
+    title: str
+    css_class: str
+    up: bool
+    data: Sequence[tuple[str, str]] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,14 +189,17 @@ def column_chart(
     fmt: Formatter,
     stacked: bool = False,
     integer: bool = False,
+    markers: Sequence[TimeMarker] = (),
 ) -> str:
     """Columns per time bucket. ``stacked``: series are stacked bottom-up; otherwise they
     are drawn over one another in order (e.g. failures over requests). ``integer``: the
-    values are counts, so axis ticks are whole numbers."""
+    values are counts, so axis ticks are whole numbers. Every point with a value gets a
+    mark (a zero one is flat, and has no tooltip: there is nothing to point at)."""
     totals: dict[int, float] = {}
     for s in series:
         for t, v in s.points:
-            totals[t] = totals.get(t, 0) + v if stacked else max(totals.get(t, 0), v)
+            if v is not None:
+                totals[t] = totals.get(t, 0) + v if stacked else max(totals.get(t, 0), v)
     y_max = nice_max(max(totals.values(), default=0), integer=integer)
     out = _frame(chart_id, title, y_max, fmt, start_ms, end_ms)
     if not totals:
@@ -185,17 +208,21 @@ def column_chart(
     base: dict[int, float] = {}
     for s in series:
         for t, v in s.points:
+            if v is None:
+                continue
             bottom = base.get(t, 0.0) if stacked else 0.0
             x = max(_LEFT, _x(t, start_ms, end_ms))
             y_top, y_bottom = _y(bottom + v, y_max), _y(bottom, y_max)
+            tip = _mark_title(s, t, end_ms - start_ms, v, fmt) if v else ""
             out.append(
                 f'<rect class="mark" data-series="{escape(s.key)}" data-start="{t // 1000}" '
                 f'data-value="{_value(v)}" x="{num(x)}" y="{num(y_top)}" width="{num(width)}" '
                 f'height="{num(max(0.0, y_bottom - y_top))}" fill="{escape(s.color)}">'
-                f"{_mark_title(s, t, end_ms - start_ms, v, fmt)}</rect>"
+                f"{tip}</rect>"
             )
             if stacked:
                 base[t] = bottom + v
+    _markers(out, markers, start_ms, end_ms)
     out.append("</svg>")
     return "".join(out)
 
@@ -209,30 +236,58 @@ def line_chart(
     end_ms: int,
     bucket_ms: int,
     fmt: Formatter,
+    markers: Sequence[TimeMarker] = (),
 ) -> str:
-    """One line per series through its points (at bucket centres), each point a dot."""
-    y_max = nice_max(max((v for s in series for _, v in s.points), default=0))
+    """One line per series through its points (at bucket centres), each point a dot. A
+    point without a value breaks the line: runs of points are drawn apart."""
+    y_max = nice_max(max((v for s in series for _, v in s.points if v is not None), default=0))
     out = _frame(chart_id, title, y_max, fmt, start_ms, end_ms)
-    if not any(s.points for s in series):
+    if not any(v is not None for s in series for _, v in s.points):
         _empty(out)
     for s in series:
-        coords = [
-            (min(_x(t + bucket_ms // 2, start_ms, end_ms), WIDTH - _RIGHT), _y(v, y_max), t, v)
-            for t, v in s.points
-        ]
-        if len(coords) > 1:
-            pts = " ".join(f"{num(x)},{num(y)}" for x, y, _, _ in coords)
-            out.append(
-                f'<polyline class="line" points="{pts}" fill="none" stroke="{escape(s.color)}"/>'
-            )
+        coords: list[tuple[float, float, int, float]] = []
+        run: list[str] = []
+        for t, v in [*s.points, (0, None)]:  # a final gap ends the last run
+            if v is None:
+                if len(run) > 1:
+                    out.append(
+                        f'<polyline class="line" points="{" ".join(run)}" fill="none" '
+                        f'stroke="{escape(s.color)}"/>'
+                    )
+                run = []
+                continue
+            x = min(_x(t + bucket_ms // 2, start_ms, end_ms), WIDTH - _RIGHT)
+            y = _y(v, y_max)
+            coords.append((x, y, t, v))
+            run.append(f"{num(x)},{num(y)}")
         for x, y, t, v in coords:
             out.append(
                 f'<circle class="mark" data-series="{escape(s.key)}" data-start="{t // 1000}" '
                 f'data-value="{_value(v)}" cx="{num(x)}" cy="{num(y)}" r="2.5" '
                 f'fill="{escape(s.color)}">{_mark_title(s, t, end_ms - start_ms, v, fmt)}</circle>'
             )
+    _markers(out, markers, start_ms, end_ms)
     out.append("</svg>")
     return "".join(out)
+
+
+def _markers(out: list[str], markers: Sequence[TimeMarker], start_ms: int, end_ms: int) -> None:
+    """Draw ``markers`` (those inside ``[start_ms, end_ms)``) over the plot."""
+    top, bottom = _TOP, _TOP + _PLOT_H
+    for m in markers:
+        if not start_ms <= m.t_ms < end_ms:
+            continue
+        x = _x(m.t_ms, start_ms, end_ms)
+        if m.up:
+            tip = f"M{num(x - 5)},{num(top + 9)} L{num(x + 5)},{num(top + 9)} L{num(x)},{top} Z"
+        else:
+            tip = f"M{num(x - 5)},{num(bottom - 9)} L{num(x + 5)},{num(bottom - 9)} L{num(x)},{bottom} Z"
+        attrs = "".join(f' data-{escape(k)}="{escape(v)}"' for k, v in m.data)
+        out.append(
+            f'<g class="{escape(m.css_class)}"{attrs}><title>{escape(m.title)}</title>'
+            f'<line x1="{num(x)}" y1="{top}" x2="{num(x)}" y2="{bottom}"/>'
+            f'<path d="{tip}"/></g>'
+        )
 
 
 def hbar_chart(
