@@ -9,12 +9,13 @@ entry in ``_commands()``; heavy imports happen only when that subcommand runs.
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NamedTuple
+
+from . import _argtypes as _types
 
 __all__ = ["build_parser", "main"]
 
@@ -37,47 +38,6 @@ class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescription
         if "(default" in text or action.default in (None, False):
             return text
         return super()._get_help_string(action)
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1: {value}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    return 0 if text.strip() == "0" else _positive_int(text)
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not 0 < value < math.inf:
-        raise argparse.ArgumentTypeError(f"must be a positive number: {value}")
-    return value
-
-
-def _positive_seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if not 0 < value < math.inf:
-        raise argparse.ArgumentTypeError(f"must be positive seconds: {text}")
-    return value
-
-
-def _port(text: str) -> int:
-    value = _positive_int(text)
-    if value > 65535:
-        raise argparse.ArgumentTypeError(f"not a TCP port: {value}")
-    return value
 
 
 # --- serve ------------------------------------------------------------------------------
@@ -117,7 +77,7 @@ def _add_serve_arguments(p: argparse.ArgumentParser) -> None:
         help="SQLite database file (created if missing), or a postgresql:// URL",
     )
     p.add_argument("--host", default="127.0.0.1", help="interface to listen on")
-    p.add_argument("--port", type=_port, default=8088, help="TCP port to listen on")
+    p.add_argument("--port", type=_types.port, default=8088, help="TCP port to listen on")
     p.add_argument(
         "--insecure-no-auth",
         action="store_true",
@@ -125,31 +85,31 @@ def _add_serve_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--max-body-bytes",
-        type=_positive_int,
+        type=_types.positive_int,
         default=8 * 1024 * 1024,
         help="largest request body accepted; larger ones get 413",
     )
     p.add_argument(
         "--max-batch",
-        type=_positive_int,
+        type=_types.positive_int,
         default=1000,
         help="most events accepted in one request; more get 413",
     )
     p.add_argument(
         "--body-timeout",
-        type=_positive_seconds,
+        type=_types.positive_seconds,
         default=30.0,
         help="seconds a request body may take to arrive; slower ones get 408",
     )
     p.add_argument(
         "--busy-timeout-ms",
-        type=_positive_int,
+        type=_types.positive_int,
         default=5000,
         help="how long a write waits on a locked database before answering 503",
     )
     p.add_argument(
         "--shutdown-timeout",
-        type=_positive_int,
+        type=_types.positive_int,
         default=30,
         help="seconds in-flight requests get to finish on SIGTERM",
     )
@@ -162,13 +122,13 @@ def _add_serve_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--access-log", action="store_true", help="log every request")
     p.add_argument(
         "--detect-interval",
-        type=_non_negative_int,
+        type=_types.non_negative_int,
         default=60,
         help="seconds between anomaly-detection passes over closed minutes (0: no detection)",
     )
     p.add_argument(
         "--anomaly-sensitivity",
-        type=_positive_float,
+        type=_types.positive_float,
         default=5.0,
         help="z-score an anomaly must reach (higher: fewer, surer anomalies)",
     )

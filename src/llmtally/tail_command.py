@@ -27,6 +27,7 @@ from urllib.parse import urlsplit
 import httpx2
 import msgspec
 
+from . import _argtypes as _types
 from ._anomaly_text import METRIC_LABELS, anomaly_value
 from .events import WireEvent, decode_wire_event
 from .query.anomalies import LiveAnomaly
@@ -173,43 +174,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--max-events",
-        type=_positive_int,
+        type=_types.positive_int,
         default=argparse.SUPPRESS,
         help="exit after this many events (default: follow until Ctrl-C)",
     )
     parser.add_argument(
         "--idle-timeout",
-        type=_positive_float,
+        type=_types.positive_float,
         default=45.0,
         help="seconds without any data (the server sends a keepalive every 15 s) before "
         "reconnecting",
     )
     parser.add_argument(
         "--max-backoff",
-        type=_positive_float,
+        type=_types.positive_float,
         default=30.0,
         help="longest wait in seconds between reconnection attempts",
     )
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1: {value}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a positive number: {text}")
-    return value
 
 
 def _refusal(r: httpx2.Response, url: str) -> TailError:

@@ -17,6 +17,8 @@ import signal
 import sys
 from pathlib import Path
 
+from .. import _argtypes as _types
+
 __all__ = ["add_arguments", "run"]
 
 _DESCRIPTION = """\
@@ -35,46 +37,21 @@ go to --dir (earlier demo files there are replaced); summary.json holds the summ
 """
 
 
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1: {value}")
-    return value
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if not 0 < value <= 86_400:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 86400 seconds: {value}")
-    return value
-
-
-def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a TCP port: {text!r}") from None
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"not a TCP port: {value}")
-    return value
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``llmtally demo``."""
     parser.description = _DESCRIPTION
-    parser.add_argument("--requests", type=_count, default=20_000, help="calls the clients make")
     parser.add_argument(
-        "--concurrency", type=_count, default=48, help="calls in flight at once (client workers)"
+        "--requests", type=_types.positive_int, default=20_000, help="calls the clients make"
+    )
+    parser.add_argument(
+        "--concurrency",
+        type=_types.positive_int,
+        default=48,
+        help="calls in flight at once (client workers)",
     )
     parser.add_argument(
         "--duration",
-        type=_seconds,
+        type=_types.seconds_up_to_a_day,
         default=None,
         help="stop sending after this many seconds, even if not all --requests are sent "
         "(default: no time limit)",
@@ -92,7 +69,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="folder for the databases, logs and summary.json",
     )
     parser.add_argument(
-        "--port", type=_port, default=0, help="the collector's port (default: 0, a free one)"
+        "--port",
+        type=_types.port_or_zero,
+        default=0,
+        help="the collector's port (default: 0, a free one)",
     )
 
 
