@@ -286,12 +286,14 @@ def _operation(op: Operation, path: str, method: str) -> dict[str, Any]:
     responses: dict[str, Any] = {"200": ok}
     errors = op.error_media_type
     if op.query is not None:
-        what = "A bad parameter" if len(op.query) else "Any query parameter"
-        responses["400"] = _error(
-            f"{what}, an unknown one, or one given twice (named in `parameter`)",
-            ParamErrorBody,
-            errors,
+        what = (
+            "A bad parameter: a value the schema refuses (an empty one included), an "
+            "unknown parameter, or one given twice that is not a list"
+            if len(op.query)
+            else "Any query parameter"
         )
+        named = "named in `parameter`" if errors == _JSON else "the page names it"
+        responses["400"] = _error(f"{what} ({named})", ParamErrorBody, errors)
     if op.scope is not None:
         read = op.scope == "read"
         out["security"] = [{"bearerAuth": []}, *([{"sessionCookie": []}] if read else [])]
