@@ -46,6 +46,7 @@ __all__ = [
     "check_tags",
     "is_ref",
     "is_tag_key",
+    "is_tag_value",
 ]
 
 SCHEMA_VERSION: Final = "1.0.0"
@@ -86,6 +87,8 @@ is_ref: Final = re.compile(_REF_BODY).fullmatch
 _environment_ok: Final = re.compile(_ENVIRONMENT_BODY).fullmatch
 is_tag_key: Final = re.compile(_TAG_KEY_BODY).fullmatch
 """``is_tag_key(s)`` is truthy when ``s`` is a valid tag key."""
+is_tag_value: Final = re.compile(_TAG_VALUE_BODY).fullmatch
+"""``is_tag_value(s)`` is truthy when ``s`` has no control character (length aside)."""
 _tag_value_bad: Final = re.compile(r"[\x00-\x1f\x7f]").search
 
 

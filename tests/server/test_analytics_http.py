@@ -165,10 +165,18 @@ def test_export_json_formats(reader: httpx2.Client, fmt: str, media: str) -> Non
         pytest.param("/analytics/export", {"start": "9", "end": "1"}, "end", id="export-range"),
         pytest.param("/analytics/events", {"modle": "gpt-4o"}, "modle", id="unknown-typo"),
         pytest.param("/analytics/stats", {"x": "1"}, "x", id="unknown-on-stats"),
+        pytest.param("/analytics/events", {"success": "1"}, "success", id="success-not-bool"),
+        pytest.param("/analytics/events", {"limit": ["5", "500"]}, "limit", id="given-twice"),
+        pytest.param("/analytics/events", {"start": ""}, "start", id="empty-integer"),
+        pytest.param("/analytics/events", {"end": "1_000"}, "end", id="end-underscore"),
+        pytest.param("/analytics/events", {"correlation_id": ""}, "correlation_id", id="empty-ref"),
+        pytest.param("/analytics/events", {"tag": "k:a\tb"}, "tag", id="tag-control-char"),
+        pytest.param("/analytics/export", {"format": ""}, "format", id="empty-format"),
+        pytest.param("/analytics/export", {"provider_id": "k"}, "provider_id", id="export-unknown"),
     ],
 )
 def test_bad_parameters_are_400_naming_it(
-    reader: httpx2.Client, path: str, params: dict[str, str], parameter: str
+    reader: httpx2.Client, path: str, params: dict[str, str | list[str]], parameter: str
 ) -> None:
     r = reader.get(path, params=params)
     assert r.status_code == 400, r.text

@@ -124,11 +124,20 @@ async def test_panels_and_bad_parameters(tmp_path: Path) -> None:
         assert r.status_code == 401
         assert r.headers["content-type"] == "application/json"
         headers = {"Authorization": f"Bearer {READ}"}
-        for params in ({"range": "2h"}, {"target": "1.5"}, {"target": "x"}):
+        bad: list[dict[str, str | list[str]]] = [
+            {"range": "2h"},
+            {"target": "1.5"},
+            {"target": "x"},
+            {"target": "1e-3"},  # /analytics/slo's rule: a plain decimal
+            {"rnage": "24h"},
+            {"range": ["1h", "7d"]},
+        ]
+        for params in bad:
             for path in ("/", "/dashboard/panels"):
                 r = await client.get(path, params=params, headers=headers)
                 assert r.status_code == 400, (path, params)
                 assert_strict_html(r)
+                assert next(iter(params)) in r.text
         r = await client.get("/", params={"target": "0.99"}, headers=headers)
         assert r.status_code == 200
         assert "Target 99.0000% success" in r.text
@@ -151,4 +160,5 @@ async def test_openapi_lists_the_new_routes(tmp_path: Path, path: str) -> None:
     op = doc["paths"][path]["get"]
     media = "text/event-stream" if path == "/analytics/live" else "text/html"
     assert media in op["responses"]["200"]["content"]
-    assert op["security"] == [{"bearerAuth": []}]
+    assert op["security"] == [{"bearerAuth": []}, {"sessionCookie": []}]
+    assert doc["components"]["securitySchemes"]["sessionCookie"]["name"] == SESSION_COOKIE

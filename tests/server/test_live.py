@@ -309,6 +309,10 @@ async def test_filters_last_event_id_and_refusals(tmp_path: Path) -> None:
         assert r.status_code == 400
         assert r.json()["parameter"] == "event_type"
         assert "anomaly_detected" in r.json()["error"]
+
+        r = await client.get("/analytics/live", params={"agent": "a"}, headers=read)
+        assert r.status_code == 400
+        assert r.json() == {"error": "agent: unknown parameter", "parameter": "agent"}
         earlier = [now_event(i) for i in range(4)]
         ingest = {"Authorization": f"Bearer {INGEST}"}
         await client.post("/api/v1/analytics/events", json={"events": earlier}, headers=ingest)

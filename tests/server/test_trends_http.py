@@ -110,10 +110,17 @@ def test_filtered_cost_in_micros(reader: httpx2.Client, posted: list[dict[str, A
         pytest.param({"fill": "spline"}, "fill", id="fill"),
         pytest.param({"window": "3m"}, "window", id="window"),
         pytest.param({"start": "yesterday"}, "start", id="start"),
+        pytest.param({"status": "null"}, "status", id="status"),
+        pytest.param({"modle": "gpt-4o"}, "modle", id="unknown"),
+        pytest.param({"model": ["a", "b"]}, "model", id="given-twice"),
+        # ~1.7 billion minutes: refused before a bucket is made (it once made them all).
+        pytest.param(
+            {"start": "0", "end": "99999999999", "window": "1m"}, "window", id="huge-range"
+        ),
     ],
 )
 def test_bad_parameters_are_400s(
-    reader: httpx2.Client, params: dict[str, str], parameter: str
+    reader: httpx2.Client, params: dict[str, str | list[str]], parameter: str
 ) -> None:
     r = reader.get("/analytics/timeseries", params=params)
     assert r.status_code == 400

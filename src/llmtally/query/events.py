@@ -14,7 +14,7 @@ from typing import Final, get_args
 
 import msgspec
 
-from .._envelope import MAX_TAG_VALUE_LENGTH, MAX_TAGS, is_ref, is_tag_key
+from .._envelope import MAX_TAG_VALUE_LENGTH, MAX_TAGS, is_ref, is_tag_key, is_tag_value
 from ..events import (
     AnalyticsEvent,
     EventType,
@@ -88,7 +88,8 @@ def parse_tag(text: str) -> tuple[str, str]:
 
 def check_tags(tags: Iterable[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
     """The ``(key, value)`` tag filters as a tuple; raises ``QueryError("tag")`` for more
-    than ``MAX_TAGS``, a key tags cannot have, or a value longer than tags hold."""
+    than ``MAX_TAGS``, a key tags cannot have, or a value tags cannot hold (too long, or
+    with a control character)."""
     out = tuple(tags)
     if len(out) > MAX_TAGS:
         raise QueryError("tag", f"at most {MAX_TAGS} tag filters")
@@ -97,6 +98,8 @@ def check_tags(tags: Iterable[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
             raise QueryError("tag", f"key {key[:70]!r} is not a valid tag key")
         if len(value) > MAX_TAG_VALUE_LENGTH:
             raise QueryError("tag", f"value of {key!r} exceeds {MAX_TAG_VALUE_LENGTH} characters")
+        if not is_tag_value(value):
+            raise QueryError("tag", f"value of {key!r} has a control character")
     return out
 
 

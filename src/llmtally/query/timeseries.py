@@ -49,6 +49,7 @@ from .fill import fill as fill_points
 __all__ = [
     "AGGREGATIONS",
     "METRICS",
+    "STATUSES",
     "Aggregation",
     "Series",
     "SeriesMetric",
@@ -70,6 +71,8 @@ SeriesMetric: TypeAlias = Literal[
 ]
 Aggregation: TypeAlias = Literal["count", "sum", "avg", "min", "max", "p50", "p95", "p99", "rate"]
 AGGREGATIONS: Final = ("count", "sum", "avg", "min", "max", "p50", "p95", "p99", "rate")
+STATUSES: Final = (status_of(False), status_of(True))
+"""The values of the ``status`` facet: ``success``, ``failure``."""
 
 _COUNTER_AGGS: Final = ("count", "sum", "rate")
 _TOKEN_AGGS: Final = ("sum", "avg", "rate")
@@ -291,7 +294,8 @@ async def timeseries(
     bucket (aligned like ``aggregate``'s; the first may start before ``start_ms``).
 
     Raises ``QueryError`` naming the bad argument: ``end`` before ``start``, an unknown
-    ``metric``, ``window``, ``group_by``, filter facet or ``fill``, an ``aggregation``
+    ``metric``, ``window``, ``group_by``, filter facet or ``fill``, a ``status`` filter
+    other than ``STATUSES``, an ``aggregation``
     that means nothing for the metric, more than ``MAX_BUCKETS`` buckets or more than
     ``MAX_CELLS`` points. Storage errors propagate.
     """
@@ -299,14 +303,17 @@ async def timeseries(
     agg = _check(metric, aggregation, window, group_by, fill)
     mode = cast(Fill, fill)
     flt = dict(filters or {})
-    for facet in flt:
+    for facet, value in flt.items():
         if facet not in GROUP_BY:
             raise QueryError(facet, f"cannot filter on it: filters are {', '.join(GROUP_BY)}")
+        if facet == "status" and value not in STATUSES:
+            raise QueryError("status", f"must be one of {', '.join(STATUSES)}")
     window_ms = WINDOWS[window]
     first = bucket_start(start_ms, window_ms)
-    grid = list(range(first, end_ms, window_ms)) if start_ms < end_ms else []
-    if len(grid) > MAX_BUCKETS:
+    buckets = range(first, end_ms, window_ms) if start_ms < end_ms else range(0)
+    if len(buckets) > MAX_BUCKETS:  # counted before any is made: a range can be ~10^9 minutes
         raise QueryError("window", f"makes more than {MAX_BUCKETS} buckets: widen it")
+    grid = list(buckets)
     gb: GroupBy | None = group_by  # type: ignore[assignment]
     use_rollups = source == "rollups" or (source == "auto" and storage.has_rollups)
     cells, used_rollups = await _fold(storage, start_ms, end_ms, window_ms, gb, flt, use_rollups)

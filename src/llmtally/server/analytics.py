@@ -6,7 +6,8 @@ Shapes follow Routiium's analytics API, extended (see ``llmtally.query``). ``sta
 (``/export``: the last 24 hours) ending now. A bad parameter — not an integer, ``end``
 before ``start``, an unknown ``group_by``/``window``/``format``/``event_type``, a
 ``limit`` over the maximum, a cursor not made here, a parameter the endpoint does not
-know (a typo is never silently ignored) — is a 400 ``{"error": "...", "parameter": "<name>"}``. A busy database is a 503 with
+declare (``*_QUERY``, see ``params``: a typo is never silently ignored) or one given twice
+— is a 400 ``{"error": "...", "parameter": "<name>"}``. A busy database is a 503 with
 ``Retry-After``; any other storage error a logged 500.
 """
 
@@ -15,7 +16,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Final
+from typing import Final, get_args
 
 import anyio
 import msgspec
@@ -23,23 +24,56 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
-from ..query import MAX_LIMIT, QueryError, aggregate, correlate, events, export
+from ..events import EventType
+from ..query import (
+    FORMATS,
+    GROUP_BY,
+    MAX_LIMIT,
+    WINDOWS,
+    QueryError,
+    aggregate,
+    correlate,
+    events,
+    export,
+)
 from ..query.events import parse_tag
 from ..storage.base import QueryStorage
 from .auth import Scope
 from .context import ServerContext
 from .failures import is_transient
+from .params import (
+    AGENT_ID,
+    CORRELATION_ID_SCHEMA,
+    CURSOR,
+    END,
+    LIMIT,
+    MAX_SECONDS,
+    MODEL,
+    NO_PARAMETERS,
+    PROVIDER,
+    PROVIDER_ID,
+    TAGS,
+    QueryParam,
+    QuerySpec,
+    parse_int,
+    start,
+)
 from .responses import error_response, json_response
 
 __all__ = [
+    "AGGREGATE_QUERY",
+    "CLEAR_QUERY",
+    "CORRELATE_QUERY",
     "DEFAULT_EXPORT_RANGE_S",
     "DEFAULT_LIMIT",
     "DEFAULT_RANGE_S",
+    "EVENTS_QUERY",
     "EXPORT_FILENAMES",
+    "EXPORT_QUERY",
     "ClearResponse",
     "ParamErrorBody",
+    "STATS_QUERY",
     "StatsResponse",
-    "check_known",
     "routes",
 ]
 
@@ -48,7 +82,6 @@ logger: Final = logging.getLogger("llmtally.server.analytics")
 DEFAULT_RANGE_S: Final = 3_600
 DEFAULT_EXPORT_RANGE_S: Final = 86_400
 DEFAULT_LIMIT: Final = 100
-_MAX_SECONDS: Final = 100_000_000_000  # year 5138: beyond it, a caller sent milliseconds
 _MEDIA_TYPES: Final = {
     "csv": "text/csv; charset=utf-8",
     "json": "application/json",
@@ -82,26 +115,43 @@ class ClearResponse(msgspec.Struct, frozen=True):
     message: str
 
 
-_RANGE_PARAMS: Final = frozenset({"start", "end"})
-_EVENTS_PARAMS: Final = _RANGE_PARAMS | {
-    "limit",
-    "model",
-    "provider",
-    "agent_id",
-    "provider_id",
-    "success",
-    "event_type",
-    "cursor",
-}
-_AGGREGATE_PARAMS: Final = _RANGE_PARAMS | {"group_by", "window"}
-_EXPORT_PARAMS: Final = _RANGE_PARAMS | {"format"}
-
-
-def check_known(request: Request, known: frozenset[str]) -> None:
-    """Raise ``QueryError`` naming the first query parameter not in ``known``."""
-    for name in request.query_params:
-        if name not in known:
-            raise QueryError(name[:64], "unknown parameter")
+STATS_QUERY: Final = NO_PARAMETERS
+EVENTS_QUERY: Final = QuerySpec(
+    start("end - 1 hour"),
+    END,
+    LIMIT,
+    MODEL,
+    PROVIDER,
+    AGENT_ID,
+    PROVIDER_ID,
+    QueryParam("success", {"type": "boolean"}, "Only completed (true) or failed (false) requests."),
+    QueryParam("event_type", {"enum": sorted(get_args(EventType))}, "Only this event type."),
+    QueryParam("correlation_id", CORRELATION_ID_SCHEMA, "Only events of this correlation."),
+    TAGS,
+    CURSOR,
+)
+CORRELATE_QUERY: Final = QuerySpec(
+    QueryParam("correlation_id", CORRELATION_ID_SCHEMA, "The correlation.", required=True),
+    LIMIT,
+    CURSOR,
+)
+AGGREGATE_QUERY: Final = QuerySpec(
+    start("end - 1 hour"),
+    END,
+    QueryParam("group_by", {"enum": list(GROUP_BY)}, "Group by this facet."),
+    QueryParam("window", {"enum": list(WINDOWS)}, "Time buckets (UTC; weeks start Monday)."),
+)
+EXPORT_QUERY: Final = QuerySpec(
+    start("end - 24 hours"),
+    END,
+    QueryParam(
+        "format", {"enum": list(FORMATS), "default": "json"}, "csv, json (an array) or jsonl."
+    ),
+    MODEL,
+    PROVIDER,
+    AGENT_ID,
+)
+CLEAR_QUERY: Final = NO_PARAMETERS
 
 
 def _param_error(exc: QueryError) -> Response:
@@ -112,11 +162,10 @@ def _seconds(request: Request, name: str, default: int) -> int:
     raw = request.query_params.get(name)
     if raw is None or raw == "":
         return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise QueryError(name, "must be an integer (unix seconds)") from None
-    if not 0 <= value <= _MAX_SECONDS:
+    value = parse_int(raw)
+    if value is None:
+        raise QueryError(name, "must be an integer (unix seconds)")
+    if not 0 <= value <= MAX_SECONDS:
         raise QueryError(name, "must be unix seconds between 0 and 100000000000")
     return value
 
@@ -141,10 +190,9 @@ def _bool(request: Request, name: str) -> bool | None:
     raw = request.query_params.get(name)
     if raw is None or raw == "":
         return None
-    lowered = raw.lower()
-    if lowered in ("true", "1"):
+    if raw == "true":
         return True
-    if lowered in ("false", "0"):
+    if raw == "false":
         return False
     raise QueryError(name, "must be true or false")
 
@@ -153,10 +201,10 @@ def _limit(request: Request) -> int:
     raw = request.query_params.get("limit")
     if raw is None or raw == "":
         return DEFAULT_LIMIT
-    try:
-        return int(raw)
-    except ValueError:
-        raise QueryError("limit", f"must be an integer between 1 and {MAX_LIMIT}") from None
+    value = parse_int(raw)
+    if value is None:
+        raise QueryError("limit", f"must be an integer between 1 and {MAX_LIMIT}")
+    return value
 
 
 def _storage_failure(exc: Exception, what: str) -> Response:
@@ -176,13 +224,13 @@ def routes(ctx: ServerContext) -> list[BaseRoute]:
     storage = ctx.storage
 
     def endpoint(
-        handler: Handler, what: str, params: frozenset[str] = frozenset()
+        handler: Handler, what: str, query: QuerySpec
     ) -> Callable[[Request], Awaitable[Response]]:
         async def run(request: Request) -> Response:
             if not isinstance(storage, QueryStorage):
                 return error_response(501, "this storage does not answer queries")
             try:
-                check_known(request, params)
+                query.check(request.query_params)
                 return await handler(request, storage)
             except QueryError as exc:
                 return _param_error(exc)
@@ -283,28 +331,36 @@ def routes(ctx: ServerContext) -> list[BaseRoute]:
     read, admin = Scope.READ, Scope.ADMIN
     protect = ctx.auth.protect
     return [
-        Route("/analytics/stats", protect(read, endpoint(get_stats, "stats")), methods=["GET"]),
+        Route(
+            "/analytics/stats",
+            protect(read, endpoint(get_stats, "stats", STATS_QUERY)),
+            methods=["GET"],
+        ),
         Route(
             "/analytics/events",
-            protect(read, endpoint(get_events, "events query", _EVENTS_PARAMS)),
+            protect(read, endpoint(get_events, "events query", EVENTS_QUERY)),
             methods=["GET"],
         ),
         Route(
             "/analytics/aggregate",
-            protect(read, endpoint(get_aggregate, "aggregate query", _AGGREGATE_PARAMS)),
+            protect(read, endpoint(get_aggregate, "aggregate query", AGGREGATE_QUERY)),
             methods=["GET"],
         ),
         Route(
             "/analytics/export",
-            protect(read, endpoint(get_export, "export", _EXPORT_PARAMS)),
+            protect(read, endpoint(get_export, "export", EXPORT_QUERY)),
             methods=["GET"],
         ),
         Route(
             "/analytics/correlate",
-            protect(read, endpoint(get_correlate, "correlate query")),
+            protect(read, endpoint(get_correlate, "correlate query", CORRELATE_QUERY)),
             methods=["GET"],
         ),
-        Route("/analytics/clear", protect(admin, endpoint(post_clear, "clear")), methods=["POST"]),
+        Route(
+            "/analytics/clear",
+            protect(admin, endpoint(post_clear, "clear", CLEAR_QUERY)),
+            methods=["POST"],
+        ),
     ]
 
 

@@ -11,7 +11,7 @@ one per anomaly the collector's detector stores::
 
 and ``: keepalive\\n\\n`` when the stream opens and after every ``keepalive_s`` (15 s)
 without an event. Optional query filters ``model``, ``provider``, ``agent_id`` and
-``event_type`` (``LIVE_EVENT_TYPES``) keep only matching events (an anomaly has the
+``event_type`` (``LIVE_QUERY``, any other parameter is a 400) keep only matching events (an anomaly has the
 model or provider its series is, and no agent); a ``Last-Event-ID`` header replays what
 was stored after that event, if this process still remembers it (``LiveHub``).
 
@@ -33,6 +33,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import Receive, Scope, Send
 
+from ..query import QueryError
 from .auth import Scope as TokenScope
 from .context import ServerContext
 from .live import (
@@ -43,15 +44,24 @@ from .live import (
     LiveHub,
     TooManySubscribersError,
 )
+from .params import AGENT_ID, MODEL, PROVIDER, QueryParam, QuerySpec
 from .responses import error_response, json_response
 
-__all__ = ["LIVE_PATH", "MAX_FRAMES_PER_SEND", "routes"]
+__all__ = ["LAST_EVENT_ID_MAX_CHARS", "LIVE_PATH", "LIVE_QUERY", "MAX_FRAMES_PER_SEND", "routes"]
 
 LIVE_PATH: Final = "/analytics/live"
 MAX_FRAMES_PER_SEND: Final = 64
 """Frames already waiting are written together, up to this many per write."""
 
 _MAX_ID_CHARS: Final = 64
+LAST_EVENT_ID_MAX_CHARS: Final = _MAX_ID_CHARS
+"""A longer ``Last-Event-ID`` is not one of ours: ignored (no replay)."""
+LIVE_QUERY: Final = QuerySpec(
+    MODEL,
+    PROVIDER,
+    AGENT_ID,
+    QueryParam("event_type", {"enum": list(LIVE_EVENT_TYPES)}, "Only this event type."),
+)
 _HEADERS: Final = {
     "Cache-Control": "no-store",
     "X-Accel-Buffering": "no",  # ask reverse proxies not to buffer the stream
@@ -174,15 +184,16 @@ def routes(ctx: ServerContext) -> list[BaseRoute]:
     async def live_events(request: Request) -> Response:
         """Server-sent events: each event newly stored by this collector."""
         try:
+            LIVE_QUERY.check(request.query_params)
             flt = live_filter(request)
-        except _BadParameter as exc:
+        except (QueryError, _BadParameter) as exc:
             return json_response(_ParamError(str(exc), exc.parameter), 400)
         if hub.closed:
             return error_response(503, "the server is shutting down", {"Retry-After": "5"})
         if hub.subscriber_count >= hub.max_subscribers:
             return error_response(503, "too many live streams open", {"Retry-After": "5"})
         last_id = request.headers.get("last-event-id")
-        if last_id is not None and len(last_id) > _MAX_ID_CHARS:
+        if last_id is not None and len(last_id) > LAST_EVENT_ID_MAX_CHARS:
             last_id = None
         return LiveResponse(hub, flt, last_id)
 

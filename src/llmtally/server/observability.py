@@ -11,8 +11,9 @@
 ``GET /metrics``           Prometheus text or OpenMetrics (``llmtally.prometheus``)
 =========================  ===============================================================
 
-A bad parameter is a 400 ``{"error": "...", "parameter": "<name>"}``. Two ways to serve
-them:
+A bad parameter — an unknown one (each endpoint takes only what its ``*_QUERY`` declares)
+or one given twice included — is a 400 ``{"error": "...", "parameter": "<name>"}``. Two
+ways to serve them:
 
 - Inside a router, over its ``EventStore``::
 
@@ -37,7 +38,6 @@ from __future__ import annotations
 
 import inspect
 import logging
-import re
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from decimal import Decimal
@@ -59,15 +59,27 @@ from ..analysis.streaming import StreamingSnapshot
 from ..analysis.trackers import Trackers
 from ..events import AnalyticsEvent
 from ..prometheus import MetricsSource, make_registry, render
+from ..query import QueryError
 from .auth import Auth, Scope
 from .budgets import CollectorBudgets
 from .context import ServerContext
 from .failures import is_transient
 from .live import LiveHubMetrics
+from .params import (
+    NO_PARAMETERS,
+    SLO_TARGET,
+    TARGET_PATTERN,
+    QueryParam,
+    QuerySpec,
+    is_target,
+    parse_int,
+)
 from .responses import error_response, exception_handlers, json_response
 
 __all__ = [
+    "ERRORS_QUERY",
     "MAX_PATTERNS",
+    "SLO_QUERY",
     "TARGET_PATTERN",
     "BudgetsResponse",
     "CollectorView",
@@ -81,10 +93,26 @@ logger: Final = logging.getLogger("llmtally.server.observability")
 
 MAX_PATTERNS: Final = 1_000
 """The largest ``limit`` of ``/analytics/errors``."""
-TARGET_PATTERN: Final = r"^(0?\.[0-9]*[1-9][0-9]*)?$"
-"""What ``/analytics/slo?target=`` accepts: a plain decimal strictly between 0 and 1
-(empty: the default, 0.999)."""
-_TARGET: Final = re.compile(TARGET_PATTERN.strip("^$"))
+ERRORS_QUERY: Final = QuerySpec(
+    QueryParam(
+        "limit",
+        {"type": "integer", "minimum": 1, "maximum": MAX_PATTERNS, "default": 20},
+        "How many patterns.",
+    )
+)
+SLO_QUERY: Final = QuerySpec(
+    SLO_TARGET,
+    QueryParam(
+        "window",
+        {
+            "type": "integer",
+            "minimum": 1,
+            "maximum": MAX_WINDOW_MS // 1000,
+            "default": HOUR_MS // 1000,
+        },
+        "Window, seconds.",
+    ),
+)
 
 
 class ObservabilitySource(MetricsSource, Protocol):
@@ -191,10 +219,9 @@ def _int_param(request: Request, name: str, default: int, lo: int, hi: int) -> i
     raw = request.query_params.get(name)
     if raw is None or raw == "":
         return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise _BadParameter(name, f"{name} must be an integer") from None
+    value = parse_int(raw)
+    if value is None:
+        raise _BadParameter(name, f"{name} must be an integer")
     if not lo <= value <= hi:
         raise _BadParameter(name, f"{name} must be within {lo}..{hi}")
     return value
@@ -204,7 +231,7 @@ def _target_param(request: Request) -> str:
     raw = request.query_params.get("target")
     if raw is None or raw == "":
         return "0.999"
-    if _TARGET.fullmatch(raw) is None:
+    if not is_target(raw):
         raise _BadParameter(
             "target", "target must be a decimal strictly between 0 and 1, e.g. 0.999"
         )
@@ -234,16 +261,15 @@ def routes_for(
         registry.register(collector)
 
     def guarded(
-        handler: Callable[[Request], Response | Awaitable[Response]],
-        params: frozenset[str] = frozenset(),
+        handler: Callable[[Request], Response | Awaitable[Response]], query: QuerySpec
     ) -> Endpoint:
         async def run(request: Request) -> Response:
             try:
-                for name in request.query_params:
-                    if name not in params:
-                        raise _BadParameter(name[:64], "unknown parameter")
+                query.check(request.query_params)
                 answer = handler(request)
                 return await answer if inspect.isawaitable(answer) else answer
+            except QueryError as exc:
+                return json_response(_ParamError(str(exc), exc.parameter), 400)
             except _BadParameter as exc:
                 return json_response(_ParamError(exc.message, exc.parameter), 400)
 
@@ -290,11 +316,11 @@ def routes_for(
         return Response(body, media_type=content_type)
 
     return [
-        Route("/analytics/errors", guarded(get_errors, frozenset({"limit"})), methods=["GET"]),
-        Route("/analytics/slo", guarded(get_slo, frozenset({"target", "window"})), methods=["GET"]),
-        Route("/analytics/budgets", guarded(get_budgets), methods=["GET"]),
-        Route("/analytics/streaming", guarded(get_streaming), methods=["GET"]),
-        Route("/metrics", auth.protect(Scope.READ, get_metrics), methods=["GET"]),
+        Route("/analytics/errors", guarded(get_errors, ERRORS_QUERY), methods=["GET"]),
+        Route("/analytics/slo", guarded(get_slo, SLO_QUERY), methods=["GET"]),
+        Route("/analytics/budgets", guarded(get_budgets, NO_PARAMETERS), methods=["GET"]),
+        Route("/analytics/streaming", guarded(get_streaming, NO_PARAMETERS), methods=["GET"]),
+        Route("/metrics", guarded(get_metrics, NO_PARAMETERS), methods=["GET"]),
     ]
 
 

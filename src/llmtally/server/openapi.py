@@ -1,10 +1,11 @@
 """``GET /openapi.json``: an OpenAPI 3.1 description of every route the app serves.
 
-Schemas are generated from the msgspec types the endpoints encode and decode
-(``msgspec.json.schema_components``), so the document cannot drift from the code.
-Operations described in ``OPERATIONS`` get parameters, bodies and responses; any other
-route of the app (another module's) is still listed, with its docstring as summary.
-Needs no token: it describes the API, not the data.
+Nothing here is written twice: schemas are generated from the msgspec types the
+endpoints encode and decode (``msgspec.json.schema_components``), and each operation's
+query parameters are the route's own declaration (``params.QuerySpec``), the one it
+checks every request against. Operations described in ``OPERATIONS`` get parameters,
+bodies and responses; any other route of the app (another module's) is still listed,
+with its docstring as summary. Needs no token: it describes the API, not the data.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final, get_args
+from typing import Any, Final
 
 import msgspec
 from starlette.requests import Request
@@ -20,34 +21,32 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from .. import __version__
-from .._envelope import MAX_TAGS, REF_PATTERN
 from ..analysis.errors import ErrorPatternsSnapshot
-from ..analysis.slo import HOUR_MS, MAX_WINDOW_MS, SloStatus
+from ..analysis.slo import SloStatus
 from ..analysis.streaming import StreamingSnapshot
-from ..events import EventType, IngestResponse, WireBatch
-from ..query import (
-    AGGREGATIONS,
-    FILLS,
-    FORMATS,
-    GROUP_BY,
-    MAX_LIMIT,
-    METRICS,
-    WINDOWS,
-    AggregateResult,
-    CorrelationChain,
-    EventPage,
-    TimeSeriesResult,
-)
+from ..events import IngestResponse, WireBatch
+from ..query import AggregateResult, CorrelationChain, EventPage, TimeSeriesResult
 from ..query.anomalies import AnomalyPage
-from .analytics import ClearResponse, ParamErrorBody, StatsResponse
+from .analytics import (
+    AGGREGATE_QUERY,
+    CLEAR_QUERY,
+    CORRELATE_QUERY,
+    EVENTS_QUERY,
+    EXPORT_QUERY,
+    STATS_QUERY,
+    ClearResponse,
+    ParamErrorBody,
+    StatsResponse,
+)
+from .auth import SESSION_COOKIE
 from .context import ServerContext
-from .dashboard.data import RANGES
-from .dashboard.route import DASHBOARD_PATH, PANELS_PATH
+from .dashboard.route import DASHBOARD_PATH, DASHBOARD_QUERY, PANELS_PATH, PANELS_QUERY
 from .ingest import INGEST_PATH
-from .live import LIVE_EVENT_TYPES
-from .live_route import LIVE_PATH
-from .observability import MAX_PATTERNS, TARGET_PATTERN, BudgetsResponse
+from .live_route import LAST_EVENT_ID_MAX_CHARS, LIVE_PATH, LIVE_QUERY
+from .observability import ERRORS_QUERY, SLO_QUERY, BudgetsResponse
+from .params import NO_PARAMETERS, QuerySpec
 from .responses import ErrorBody
+from .trends import ANOMALIES_QUERY, TIMESERIES_QUERY
 
 __all__ = ["OPENAPI_PATH", "OPERATIONS", "HealthResponse", "Operation", "build_openapi", "routes"]
 
@@ -62,37 +61,41 @@ class HealthResponse(msgspec.Struct, frozen=True):
 
 @dataclass(frozen=True)
 class Operation:
-    """What the document says about one method on one path."""
+    """What the document says about one method on one path.
+
+    ``query`` is the route's own declaration (``params.QuerySpec``), the one it checks
+    requests against: the document lists exactly the parameters the route takes, and a
+    400 for a bad, unknown or repeated one. ``None``: the route does not read its query
+    string (it takes no parameters and refuses none).
+    """
 
     summary: str
     scope: str | None  # "read", "ingest", "admin"; None: no token
-    response: type | None = None
-    parameters: list[dict[str, Any]] = field(default_factory=list)
-    body: type | None = None
-    body_schema: dict[str, Any] | None = None  # instead of ``body``'s own schema
-    media_type: str = "application/json"
-    extra_responses: dict[str, str] = field(default_factory=dict)
+    response: type | None = None  # the JSON body of a 200
+    query: QuerySpec | None = None
+    headers: tuple[dict[str, Any], ...] = ()  # header Parameter Objects
+    body_schema: dict[str, Any] | None = None
+    media_type: str = "application/json"  # of a 200 without ``response``
+    error_media_type: str = "application/json"  # of the 400, 401 and 503 the route writes
+    storage: bool = True  # reads or writes the storage: a busy database is a 503
+    extra_responses: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
-def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
-    return {
-        "name": name,
-        "in": "query",
-        "required": False,
-        "schema": schema,
-        "description": description,
-    }
-
-
-_SECONDS = {"type": "integer", "minimum": 0, "maximum": 100_000_000_000}
-_START = _query(
-    "start",
-    _SECONDS,
-    "Range start, unix seconds (inclusive). Default: end - 1 hour. "
-    "A start after the end (given or defaulted) is a 400 naming `end`.",
-)
-_END = _query("end", _SECONDS, "Range end, unix seconds (exclusive). Default: now.")
 _REF: Final = "#/components/schemas/{name}"
+_JSON: Final = "application/json"
+
+
+def _content(schema: dict[str, Any], media_type: str = _JSON) -> dict[str, Any]:
+    return {"content": {media_type: {"schema": schema}}}
+
+
+def _error(description: str, body: type = ErrorBody, media_type: str = _JSON) -> dict[str, Any]:
+    """A response with ``body`` (as JSON) or, in another media type, a page."""
+    if media_type != _JSON:
+        return {"description": description, **_content({"type": "string"}, media_type)}
+    return {"description": description, **_content({"$ref": _REF.format(name=body.__name__)})}
+
+
 # Each event of a batch is validated on its own: one that is not a valid WireEvent (even
 # not an object) is listed in the answer's ``rejected``, not refused with the request.
 _INGEST_BODY: Final = {
@@ -108,237 +111,140 @@ _INGEST_BODY: Final = {
         }
     },
 }
-_TEXT = {"type": "string", "maxLength": 256}
-_LIMIT = _query(
-    "limit",
-    {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": 100},
-    "Page size.",
-)
-_CURSOR = _query("cursor", {"type": "string"}, "next_cursor of the previous page.")
-_CORRELATION_ID = {"type": "string", "pattern": REF_PATTERN}
+_EXPORT_OK: Final = {
+    "description": "The events (Content-Disposition: attachment)",
+    "content": {
+        "text/csv": {"schema": {"type": "string"}},
+        _JSON: {"schema": {"type": "array", "items": {"$ref": _REF.format(name="EventRecord")}}},
+        "application/x-ndjson": {"schema": {"type": "string"}},
+    },
+}
+_METRICS_OK: Final = {
+    "description": "The Prometheus text format, or OpenMetrics when the Accept header asks",
+    "content": {
+        "text/plain": {"schema": {"type": "string"}},
+        "application/openmetrics-text": {"schema": {"type": "string"}},
+    },
+}
+_LAST_EVENT_ID: Final = {
+    "name": "Last-Event-ID",
+    "in": "header",
+    "required": False,
+    "schema": {"type": "string"},
+    "description": "The id of the last event received: the events stored after it are "
+    "sent first, if this process still remembers it (an unknown id, or one longer than "
+    f"{LAST_EVENT_ID_MAX_CHARS} characters: no replay).",
+}
+_HTML: Final = "text/html"
 
 OPERATIONS: Final[dict[tuple[str, str], Operation]] = {
-    ("/health", "get"): Operation("Liveness", None, HealthResponse),
-    (OPENAPI_PATH, "get"): Operation("This document", None),
+    ("/health", "get"): Operation("Liveness", None, HealthResponse, storage=False),
+    (OPENAPI_PATH, "get"): Operation("This document", None, storage=False),
     (INGEST_PATH, "post"): Operation(
         "Store a batch of Protocol 012 events (each event_id once)",
         "ingest",
         IngestResponse,
         body_schema=_INGEST_BODY,
         extra_responses={
-            "408": "The body arrived too slowly (--body-timeout)",
-            "413": "Body or batch too large: split it",
-            "415": "Not JSON",
+            "400": _error("Malformed body"),
+            "408": _error("The body arrived too slowly (--body-timeout)"),
+            "413": _error("Body or batch too large: split it"),
+            "415": _error("Not JSON"),
         },
     ),
-    ("/analytics/stats", "get"): Operation("Stored events and retention", "read", StatsResponse),
+    ("/analytics/stats", "get"): Operation(
+        "Stored events and retention", "read", StatsResponse, STATS_QUERY
+    ),
     ("/analytics/events", "get"): Operation(
-        "A page of events, oldest first (keyset cursor)",
-        "read",
-        EventPage,
-        [
-            _START,
-            _END,
-            _LIMIT,
-            _query("model", _TEXT, "Only this model."),
-            _query("provider", _TEXT, "Only this provider."),
-            _query("agent_id", _TEXT, "Only this agent."),
-            _query("provider_id", _TEXT, "Only this API key id."),
-            _query(
-                "success", {"type": "boolean"}, "Only completed (true) or failed (false) requests."
-            ),
-            _query("event_type", {"enum": sorted(get_args(EventType))}, "Only this event type."),
-            _query("correlation_id", _CORRELATION_ID, "Only events of this correlation."),
-            {
-                **_query(
-                    "tag",
-                    {
-                        "type": "array",
-                        "maxItems": MAX_TAGS,
-                        "items": {"type": "string", "pattern": "^[A-Za-z0-9_][^:]*:.*$"},
-                    },
-                    "key:value; repeat for several (all must hold).",
-                ),
-                "style": "form",
-                "explode": True,
-            },
-            _CURSOR,
-        ],
+        "A page of events, oldest first (keyset cursor)", "read", EventPage, EVENTS_QUERY
     ),
     ("/analytics/correlate", "get"): Operation(
         "The events of one correlation_id, oldest first, with their parent links",
         "read",
         CorrelationChain,
-        [
-            {**_query("correlation_id", _CORRELATION_ID, "The correlation."), "required": True},
-            _LIMIT,
-            _CURSOR,
-        ],
+        CORRELATE_QUERY,
     ),
     ("/analytics/aggregate", "get"): Operation(
-        "Totals per time window and group (from rollups)",
-        "read",
-        AggregateResult,
-        [
-            _START,
-            _END,
-            _query("group_by", {"enum": list(GROUP_BY)}, "Group by this facet."),
-            _query("window", {"enum": list(WINDOWS)}, "Time buckets (UTC; weeks start Monday)."),
-        ],
+        "Totals per time window and group (from rollups)", "read", AggregateResult, AGGREGATE_QUERY
     ),
     ("/analytics/timeseries", "get"): Operation(
         "One metric per time bucket, one series per group (from rollups)",
         "read",
         TimeSeriesResult,
-        [
-            _START,
-            _END,
-            _query(
-                "metric",
-                {"enum": list(METRICS), "default": "requests"},
-                "What each point measures.",
-            ),
-            _query(
-                "aggregation",
-                {"enum": list(AGGREGATIONS)},
-                "How a bucket is summarised; default and allowed ones depend on the metric.",
-            ),
-            _query("window", {"enum": list(WINDOWS), "default": "1m"}, "Bucket length (UTC)."),
-            _query("group_by", {"enum": list(GROUP_BY)}, "One series per value of this facet."),
-            _query("fill", {"enum": list(FILLS), "default": "none"}, "What empty buckets show."),
-            _query("model", _TEXT, "Only this model."),
-            _query("provider", _TEXT, "Only this provider."),
-            _query("agent_id", _TEXT, "Only this agent."),
-            _query("provider_id", _TEXT, "Only this API key id."),
-            _query("endpoint", _TEXT, "Only this endpoint."),
-            _query("status", {"enum": ["success", "failure"]}, "Only completed or failed."),
-        ],
+        TIMESERIES_QUERY,
     ),
     ("/analytics/anomalies", "get"): Operation(
-        "Anomalies the detector found, newest first",
-        "read",
-        AnomalyPage,
-        [
-            _query(
-                "start",
-                {"type": "integer", "minimum": 0},
-                "Range start, unix seconds. Default: end - 24 hours.",
-            ),
-            _END,
-            _query(
-                "limit",
-                {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": 100},
-                "At most this many (the newest).",
-            ),
-        ],
+        "Anomalies the detector found, newest first", "read", AnomalyPage, ANOMALIES_QUERY
     ),
     ("/analytics/export", "get"): Operation(
         "Every event of the range as a streamed download",
         "read",
-        None,
-        [
-            _query(
-                "start",
-                {"type": "integer", "minimum": 0},
-                "Range start, unix seconds. Default: end - 24 hours.",
-            ),
-            _END,
-            _query(
-                "format",
-                {"enum": list(FORMATS), "default": "json"},
-                "csv, json (an array) or jsonl.",
-            ),
-            _query("model", _TEXT, "Only this model."),
-            _query("provider", _TEXT, "Only this provider."),
-            _query("agent_id", _TEXT, "Only this agent."),
-        ],
+        query=EXPORT_QUERY,
+        extra_responses={"200": _EXPORT_OK},
     ),
     ("/analytics/clear", "post"): Operation(
-        "Delete every event and rollup", "admin", ClearResponse
+        "Delete every event and rollup", "admin", ClearResponse, CLEAR_QUERY
     ),
     (LIVE_PATH, "get"): Operation(
         "Server-sent events of each newly stored event: `id: <event_id>`, `event: event`, "
-        "`data: <Protocol 012 JSON>`; of each anomaly the detector stores: `event: anomaly`, "
-        '`data: <its /analytics/anomalies record with "event_type": "anomaly_detected">`; '
-        "`: keepalive` comments every 15 s; `Last-Event-ID` replays recent events. Never "
-        "ends on its own.",
+        "`data: <Protocol 012 JSON>`; a `: keepalive` comment when it opens and every 15 s "
+        "without an event. Never ends on its own.",
         "read",
-        None,
-        [
-            _query("model", _TEXT, "Only this model."),
-            _query("provider", _TEXT, "Only this provider."),
-            _query("agent_id", _TEXT, "Only this agent."),
-            _query(
-                "event_type",
-                {"enum": list(LIVE_EVENT_TYPES)},
-                "Only this event type.",
-            ),
-        ],
+        query=LIVE_QUERY,
+        headers=(_LAST_EVENT_ID,),
         media_type="text/event-stream",
-        extra_responses={"503": "Too many live streams, or shutting down (Retry-After)"},
+        storage=False,
+        extra_responses={"503": _error("Too many live streams, or shutting down (Retry-After)")},
     ),
     (DASHBOARD_PATH, "get"): Operation(
         "The dashboard (HTML). `?token=<read token>` signs in: a read-session cookie "
         "(HttpOnly, SameSite=Strict) and a redirect without the token.",
         "read",
-        None,
-        [
-            _query("range", {"enum": list(RANGES), "default": "1h"}, "Time range."),
-            _query("target", {"type": "string"}, "SLO success target, e.g. 0.999."),
-            _query("token", {"type": "string"}, "A read token, exchanged for a cookie."),
-        ],
-        media_type="text/html",
-        extra_responses={"303": "Signed in: the cookie is set, go to the dashboard"},
+        query=DASHBOARD_QUERY,
+        media_type=_HTML,
+        error_media_type=_HTML,  # 401 is the sign-in form
+        extra_responses={
+            "303": {
+                "description": "Signed in: the cookie is set; Location is the dashboard",
+                "headers": {"Location": {"schema": {"type": "string"}}},
+            }
+        },
     ),
     (PANELS_PATH, "get"): Operation(
         "The dashboard's panels (an HTML fragment)",
         "read",
-        None,
-        [
-            _query("range", {"enum": list(RANGES), "default": "1h"}, "Time range."),
-            _query("target", {"type": "string"}, "SLO success target, e.g. 0.999."),
-        ],
-        media_type="text/html",
+        query=PANELS_QUERY,
+        media_type=_HTML,
+        error_media_type=_HTML,
+        extra_responses={"401": _error("Missing or invalid token")},  # ``Auth.protect``'s
     ),
     ("/analytics/errors", "get"): Operation(
         "The most frequent error patterns",
         "read",
         ErrorPatternsSnapshot,
-        [
-            _query(
-                "limit",
-                {"type": "integer", "minimum": 1, "maximum": MAX_PATTERNS, "default": 20},
-                "How many patterns.",
-            )
-        ],
+        ERRORS_QUERY,
+        storage=False,
     ),
     ("/analytics/slo", "get"): Operation(
         "SLO status over a window, with burn-rate alerts",
         "read",
         SloStatus,
-        [
-            _query(
-                "target",
-                {"type": "string", "pattern": TARGET_PATTERN, "default": "0.999"},
-                "Success-rate target, a decimal strictly between 0 and 1.",
-            ),
-            _query(
-                "window",
-                {
-                    "type": "integer",
-                    "minimum": 1,
-                    "maximum": MAX_WINDOW_MS // 1000,
-                    "default": HOUR_MS // 1000,
-                },
-                "Window, seconds.",
-            ),
-        ],
+        SLO_QUERY,
+        storage=False,
     ),
     ("/analytics/budgets", "get"): Operation(
-        "Every budget in its current period", "read", BudgetsResponse
+        "Every budget in its current period", "read", BudgetsResponse, NO_PARAMETERS, storage=False
     ),
-    ("/analytics/streaming", "get"): Operation("Streaming statistics", "read", StreamingSnapshot),
-    ("/metrics", "get"): Operation("Prometheus exposition", "read", None, media_type="text/plain"),
+    ("/analytics/streaming", "get"): Operation(
+        "Streaming statistics", "read", StreamingSnapshot, NO_PARAMETERS, storage=False
+    ),
+    ("/metrics", "get"): Operation(
+        "Prometheus exposition",
+        "read",
+        query=NO_PARAMETERS,
+        storage=False,
+        extra_responses={"200": _METRICS_OK},
+    ),
 }
 
 _TYPES: Final = (
@@ -361,63 +267,44 @@ _TYPES: Final = (
 )
 
 
-def _content(schema: dict[str, Any], media_type: str = "application/json") -> dict[str, Any]:
-    return {"content": {media_type: {"schema": schema}}}
-
-
-def _error(description: str, body: type = ErrorBody) -> dict[str, Any]:
-    return {"description": description, **_content({"$ref": _REF.format(name=body.__name__)})}
-
-
 def _operation(op: Operation, path: str, method: str) -> dict[str, Any]:
     out: dict[str, Any] = {
         "summary": op.summary,
         "operationId": f"{method}_{path.strip('/').replace('/', '_').replace('.', '_')}",
     }
-    if op.parameters:
-        out["parameters"] = op.parameters
+    parameters = [*(p.openapi() for p in op.query or ()), *op.headers]
+    if parameters:
+        out["parameters"] = parameters
     if op.body_schema is not None:
         out["requestBody"] = {"required": True, **_content(op.body_schema)}
-    elif op.body is not None:
-        out["requestBody"] = {
-            "required": True,
-            **_content({"$ref": _REF.format(name=op.body.__name__)}),
-        }
     if op.response is not None:
-        ok: dict[str, Any] = {
-            "description": "OK",
-            **_content({"$ref": _REF.format(name=op.response.__name__)}),
-        }
-    elif op.media_type != "application/json":
-        ok = {"description": "OK", **_content({"type": "string"}, op.media_type)}
-    elif path == "/analytics/export":
-        ok = {
-            "description": "The events (Content-Disposition: attachment)",
-            "content": {
-                "text/csv": {"schema": {"type": "string"}},
-                "application/json": {
-                    "schema": {"type": "array", "items": {"$ref": _REF.format(name="EventRecord")}}
-                },
-                "application/x-ndjson": {"schema": {"type": "string"}},
-            },
-        }
-    elif op.media_type != "application/json":
+        ok = {"description": "OK", **_content({"$ref": _REF.format(name=op.response.__name__)})}
+    elif op.media_type != _JSON:
         ok = {"description": "OK", **_content({"type": "string"}, op.media_type)}
     else:
         ok = {"description": "OK", **_content({"type": "object"})}
     responses: dict[str, Any] = {"200": ok}
-    if op.parameters:
-        responses["400"] = _error("A bad parameter (named in `parameter`)", ParamErrorBody)
-    elif op.body is not None or op.body_schema is not None:
-        responses["400"] = _error("Malformed body")
+    errors = op.error_media_type
+    if op.query is not None:
+        what = (
+            "A bad parameter: a value the schema refuses (an empty one included), an "
+            "unknown parameter, or one given twice that is not a list"
+            if len(op.query)
+            else "Any query parameter"
+        )
+        named = "named in `parameter`" if errors == _JSON else "the page names it"
+        responses["400"] = _error(f"{what} ({named})", ParamErrorBody, errors)
     if op.scope is not None:
-        out["security"] = [{"bearerAuth": []}]
-        out["description"] = f"Needs a token with the {op.scope} scope."
-        responses["401"] = _error("Missing or invalid token")
-        responses["503"] = _error("Database busy: retry (Retry-After)")
-    for status, description in op.extra_responses.items():
-        responses[status] = _error(description)
-    out["responses"] = responses
+        read = op.scope == "read"
+        out["security"] = [{"bearerAuth": []}, *([{"sessionCookie": []}] if read else [])]
+        out["description"] = f"Needs a token with the {op.scope} scope" + (
+            " (or a read-session cookie)." if read else "."
+        )
+        responses["401"] = _error("Missing or invalid token", ErrorBody, errors)
+        if op.storage:
+            responses["503"] = _error("Database busy: retry (Retry-After)", ErrorBody, errors)
+    responses.update(op.extra_responses)
+    out["responses"] = dict(sorted(responses.items()))
     return out
 
 
@@ -445,7 +332,15 @@ def build_openapi(app_routes: Sequence[BaseRoute]) -> dict[str, Any]:
         "paths": paths,
         "components": {
             "schemas": components,
-            "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer"}},
+            "securitySchemes": {
+                "bearerAuth": {"type": "http", "scheme": "bearer"},
+                "sessionCookie": {
+                    "type": "apiKey",
+                    "in": "cookie",
+                    "name": SESSION_COOKIE,
+                    "description": "A read session: `GET /?token=<read token>` sets it.",
+                },
+            },
         },
     }
 

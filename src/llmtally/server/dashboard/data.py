@@ -30,7 +30,6 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
 from fractions import Fraction
 from typing import Final
 
@@ -51,6 +50,7 @@ from ...query import (
 from ...query.anomalies import AnomalyRecord, anomalies
 from ...query.events import record_of
 from ...storage.base import Cursor, EventFilter, QueryStorage
+from ..params import is_target
 
 __all__ = [
     "CHART_QUERIES",
@@ -179,14 +179,13 @@ class DashboardData:
 
 
 def parse_target(raw: str | None) -> Fraction:
-    """An SLO target strictly between 0 and 1 (``"0.999"``); raises ``QueryError``."""
-    try:
-        d = Decimal(raw or DEFAULT_SLO_TARGET)
-    except InvalidOperation:
-        raise QueryError("target", "must be a decimal number, e.g. 0.999") from None
-    if not (d.is_finite() and 0 < d < 1):
-        raise QueryError("target", "must be strictly between 0 and 1")
-    return Fraction(d)
+    """An SLO target strictly between 0 and 1, a plain decimal (``"0.999"``, as
+    ``/analytics/slo`` takes it: ``params.TARGET_PATTERN``; ``None`` or empty: the
+    default); raises ``QueryError``."""
+    text = raw or DEFAULT_SLO_TARGET
+    if not is_target(text):
+        raise QueryError("target", "must be a decimal strictly between 0 and 1, e.g. 0.999")
+    return Fraction(text)
 
 
 def slo_summary(target: Fraction, counts: Sequence[tuple[str, int, int]]) -> SloSummary:

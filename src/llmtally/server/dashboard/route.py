@@ -1,7 +1,8 @@
 """``GET /`` (the dashboard) and ``GET /dashboard/panels`` (its refreshable fragment).
 
-Query parameters: ``range`` (``1h`` | ``24h`` | ``7d`` | ``30d``, default ``1h``) and
-``target`` (the SLO success target, default ``0.999``); a bad one is a 400.
+Query parameters (``DASHBOARD_QUERY``, ``PANELS_QUERY``): ``range`` (``1h`` | ``24h`` |
+``7d`` | ``30d``, default ``1h``) and ``target`` (the SLO success target, default
+``0.999``); a bad one, an unknown one or one given twice is a 400 page naming it.
 
 Sign-in. A browser cannot put a token in an ``Authorization`` header (nor can
 ``EventSource``), so ``GET /?token=<read token>`` checks the token once (constant time,
@@ -36,14 +37,29 @@ from ..auth import SESSION_COOKIE, SESSION_TTL_S, Scope
 from ..context import ServerContext
 from ..failures import is_transient
 from ..live_route import LIVE_PATH
+from ..params import SLO_TARGET, QueryParam, QuerySpec
 from .data import DEFAULT_RANGE, DEFAULT_SLO_TARGET, RANGES, DashboardData, gather, parse_target
 from .page import render_login, render_page
 from .panels import render_panels
 
-__all__ = ["DASHBOARD_PATH", "PANELS_PATH", "content_security_policy", "routes"]
+__all__ = [
+    "DASHBOARD_PATH",
+    "DASHBOARD_QUERY",
+    "PANELS_PATH",
+    "PANELS_QUERY",
+    "content_security_policy",
+    "routes",
+]
 
 DASHBOARD_PATH: Final = "/"
 PANELS_PATH: Final = "/dashboard/panels"
+_RANGE: Final = QueryParam("range", {"enum": list(RANGES), "default": DEFAULT_RANGE}, "Time range.")
+PANELS_QUERY: Final = QuerySpec(_RANGE, SLO_TARGET)
+DASHBOARD_QUERY: Final = QuerySpec(
+    _RANGE,
+    SLO_TARGET,
+    QueryParam("token", {"type": "string"}, "A read token, exchanged for a session cookie."),
+)
 
 logger: Final = logging.getLogger("llmtally.server.dashboard")
 
@@ -93,7 +109,11 @@ def routes(ctx: ServerContext) -> list[BaseRoute]:
     """The dashboard and its fragment, over the context's storage and budgets."""
     storage, auth, budgets = ctx.storage, ctx.auth, ctx.budgets
 
-    async def load(request: Request) -> DashboardData | Response:
+    async def load(request: Request, query: QuerySpec) -> DashboardData | Response:
+        try:
+            query.check(request.query_params)
+        except QueryError as exc:
+            return _error_page(400, str(exc))
         name = request.query_params.get("range") or DEFAULT_RANGE
         if name not in RANGES:
             return _error_page(400, f"range must be one of {', '.join(RANGES)}")
@@ -144,10 +164,14 @@ def routes(ctx: ServerContext) -> list[BaseRoute]:
         """The dashboard (HTML): traffic, cost, latency, SLO burn, errors, live events."""
         token = request.query_params.get("token")
         if token is not None:
+            try:
+                DASHBOARD_QUERY.check(request.query_params)
+            except QueryError as exc:
+                return _error_page(400, str(exc))
             return sign_in(request, token)
         if not auth.request_allows(request, Scope.READ):
             return _error_page(401, None)
-        data = await load(request)
+        data = await load(request, DASHBOARD_QUERY)
         if isinstance(data, Response):
             return data
         extra: dict[str, str] = {}
@@ -167,7 +191,7 @@ def routes(ctx: ServerContext) -> list[BaseRoute]:
 
     async def panels(request: Request) -> Response:
         """The dashboard's panels (an HTML fragment), for refreshing without a reload."""
-        data = await load(request)
+        data = await load(request, PANELS_QUERY)
         if isinstance(data, Response):
             return data
         return _html(render_panels(data), nonce=secrets.token_urlsafe(16))
