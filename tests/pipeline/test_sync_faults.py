@@ -348,8 +348,9 @@ async def test_retention_prunes_synced_rows_and_keeps_pending_ones(db_path: Path
         await store.record_llm_completed("gpt-4o-mini", input_tokens=1)  # recent
         await store.flush()
         with anyio.fail_after(10):
-            # Polling the file (bounded) for the next pass: the store does not announce it.
-            while stored_rows(db_path) != 6:  # noqa: ASYNC110
+            # Polling (bounded) for the next pass: the store does not announce it, and its
+            # own count follows the file's commit a moment later.
+            while stored_rows(db_path) != 6 or len(store) != 6:  # noqa: ASYNC110
                 await anyio.sleep(0.02)
         assert len(store) == 6
         assert store.unsynced_count() == 6
