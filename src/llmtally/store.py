@@ -73,7 +73,7 @@ from .providers import Provider, infer_provider
 from .storage.base import EventStorage, QueryStorage
 from .storage.memory import MemoryStorage
 from .storage.rows import SYNCED
-from .storage.sqlite import SqliteStorage, Synchronous
+from .storage.sqlite import SqliteStorage, Synchronous, Writer
 from .streams import StreamTracker
 
 __all__ = ["EventStore", "Overflow"]
@@ -153,6 +153,11 @@ class EventStore:
             SQLite) that are synced or refused — never a pending one — and old rollup
             rows (``storage.expire``). With ``max_pending_events`` this bounds the disk.
             A monthly budget may then forget, on restart, spend older than the TTL.
+        writer: where SQLite writes happen: ``"thread"`` (default) or ``"process"`` — a
+            child process that runs the inserts beside the event loop instead of
+            competing with it for the GIL: about twice the sustained event rate on two
+            cores, and the router's loop keeps its CPU. Costs one process and ~0.3 s at
+            open. Ignored with ``path=None`` or ``storage``.
 
     Beside ``stats()`` the aggregator keeps ``error_patterns()``, ``slo_status()``,
     ``streaming_stats()`` and the budgets (``budget_status()``, ``check_budget()``,
@@ -188,6 +193,7 @@ class EventStore:
         environment: str | None = None,
         max_pending_events: int | None = 1_000_000,
         retention_interval: float | None = None,
+        writer: Writer = "thread",
     ) -> None:
         if environment is None:
             try:
@@ -234,7 +240,9 @@ class EventStore:
             storage = (
                 MemoryStorage(history=history)
                 if path is None
-                else SqliteStorage(path, synchronous=synchronous, on_corrupt="move_aside")
+                else SqliteStorage(
+                    path, synchronous=synchronous, on_corrupt="move_aside", writer=writer
+                )
             )
         self._storage: EventStorage = storage
         self._aggregate = Aggregate(max_keys=max_keys)

@@ -17,7 +17,7 @@ import pytest
 
 from llmtally import EventStore
 from llmtally.storage import SqliteStorage
-from llmtally.storage.sqlite import CorruptDatabaseError
+from llmtally.storage.sqlite import CorruptDatabaseError, Writer
 
 
 class _LogEvent(logging.Handler):
@@ -71,10 +71,11 @@ db.close()
 """
 
 
+@pytest.mark.parametrize("writer", ["thread", "process"])
 async def test_a_database_locked_by_another_process_is_retried_and_nothing_is_lost(
-    db_path: Path, write_failures: _LogEvent
+    db_path: Path, write_failures: _LogEvent, writer: Writer
 ) -> None:
-    storage = SqliteStorage(db_path, busy_timeout_ms=20)
+    storage = SqliteStorage(db_path, busy_timeout_ms=20, writer=writer)
     async with EventStore(storage=storage, batch_linger=0.0) as store:
         await store.record_llm_completed("gpt-4o", input_tokens=1)
         await store.flush()

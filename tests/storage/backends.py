@@ -17,15 +17,21 @@ from llmtally.storage.sqlite import SqliteStorage
 
 from . import pg
 
-BACKENDS = [pytest.param("sqlite", id="sqlite"), pytest.param("postgres", id="postgres")]
+BACKENDS = [
+    pytest.param("sqlite", id="sqlite"),
+    pytest.param("sqlite-process", id="sqlite-process"),  # writes in a child process
+    pytest.param("postgres", id="postgres"),
+]
 
 
 @asynccontextmanager
 async def open_storage(backend: str, tmp_path: Path, **kwargs: Any) -> AsyncIterator[QueryStorage]:
-    """An open storage of ``backend`` (``"sqlite"`` or ``"postgres"``), closed on exit."""
+    """An open storage of ``backend`` (``"sqlite"``, ``"sqlite-process"``: its batches
+    written by the writer process, or ``"postgres"``), closed on exit."""
     s: SqliteStorage | PostgresStorage
-    if backend == "sqlite":
-        s = SqliteStorage(tmp_path / "storage.db", **kwargs)
+    if backend in ("sqlite", "sqlite-process"):
+        writer = "process" if backend == "sqlite-process" else "thread"
+        s = SqliteStorage(tmp_path / "storage.db", writer=writer, **kwargs)
         await s.open()
         try:
             yield s

@@ -264,7 +264,7 @@ async def test_expire_deletes_old_rows_in_chunks_and_keeps_the_outbox(
 async def test_two_writers_share_one_database(tmp_path: Path, backend: str) -> None:
     """Two storages on one database (two collectors): overlapping batches, at once."""
     async with open_storage(backend, tmp_path) as a:
-        if backend == "sqlite":
+        if backend != "postgres":
             b: QueryStorage = type(a)(tmp_path / "storage.db")  # type: ignore[call-arg]
         else:
             b = type(a)(a.dsn, schema=a.schema)  # type: ignore[attr-defined, call-arg]

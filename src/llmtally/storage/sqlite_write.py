@@ -1,0 +1,168 @@
+"""One batch of events into SQLite, synchronously: the write transaction of both writers.
+
+``write_rows`` is the whole of it: ``BEGIN IMMEDIATE``; insert the rows, many per
+statement; add the new ones to the rollups (read-merge-write of the rollup rows they
+touch); save the stats checkpoint; ``COMMIT`` — or ``ROLLBACK`` on any error, so a batch,
+its rollups and its checkpoint land together or not at all. Rows whose ``event_id`` is
+stored already (a retried batch whose commit outcome was unknown) are neither inserted
+nor rolled up again.
+
+Plain ``sqlite3`` on purpose: ``SqliteStorage`` runs it on its connection's own thread in
+one hop (``writer="thread"``), and the writer process (``writer_process``) runs the very
+same function on its own connection (``writer="process"``). Nothing here touches the
+event loop.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable, Sequence
+from itertools import chain
+from typing import Any, Final
+
+from ..events import AnalyticsEvent
+from .rollups import (
+    HOUR_MS,
+    ROLLUP_COLUMNS,
+    Rollup,
+    RollupKey,
+    rollup_events,
+    rollup_from_row,
+    rollup_to_row,
+)
+from .rows import COLUMNS, event_to_row, row_to_event
+
+__all__ = [
+    "INSERT",
+    "ROLLUP_COLS",
+    "Row",
+    "SAVE_CHECKPOINT",
+    "existing_ids",
+    "insert_rows",
+    "upsert_rollups",
+    "write_events",
+    "write_rows",
+]
+
+Row = Sequence[Any]
+"""An ``events`` row in ``rows.COLUMNS`` order (a tuple, or a list after msgpack)."""
+
+_COLS: Final = ", ".join(COLUMNS)
+_ROW: Final = "(" + ", ".join("?" * len(COLUMNS)) + ")"
+INSERT: Final = f"INSERT OR IGNORE INTO events ({_COLS}) VALUES {_ROW}"
+# Many rows per statement: Python's sqlite3 takes the GIL back after every statement
+# step, so fewer, larger statements insert far faster when other threads are busy.
+_ROWS_PER_STATEMENT: Final = 50
+_INSERT_MANY: Final = f"INSERT OR IGNORE INTO events ({_COLS}) VALUES " + ", ".join(
+    [_ROW] * _ROWS_PER_STATEMENT
+)
+SAVE_CHECKPOINT: Final = (
+    "INSERT INTO stats_checkpoint (id, last_event_rowid, series) "
+    "VALUES (1, (SELECT coalesce(max(id), 0) FROM events), ?) "
+    "ON CONFLICT (id) DO UPDATE SET last_event_rowid = excluded.last_event_rowid, "
+    "series = excluded.series"
+)
+ROLLUP_COLS: Final = ", ".join(ROLLUP_COLUMNS)
+_UPSERT_ROLLUP: Final = (
+    f"INSERT OR REPLACE INTO rollups ({ROLLUP_COLS}) "
+    f"VALUES ({', '.join('?' * len(ROLLUP_COLUMNS))})"
+)
+_KEYS_PER_SELECT: Final = 200
+_KEY_MATCH: Final = "(period_ms = ? AND dim = ? AND start_ms = ? AND value = ?)"
+_IDS_PER_SELECT: Final = 500
+
+
+def insert_rows(conn: sqlite3.Connection, rows: Sequence[Row]) -> None:
+    """``INSERT OR IGNORE`` the rows (inside the caller's transaction)."""
+    n = _ROWS_PER_STATEMENT
+    full = len(rows) // n * n
+    if full:
+        conn.executemany(
+            _INSERT_MANY,
+            [tuple(chain.from_iterable(rows[j : j + n])) for j in range(0, full, n)],
+        )
+    if full < len(rows):
+        conn.executemany(INSERT, rows[full:])
+
+
+def existing_ids(conn: sqlite3.Connection, ids: Sequence[str]) -> set[str]:
+    """Which of ``ids`` are stored already."""
+    existing: set[str] = set()
+    for i in range(0, len(ids), _IDS_PER_SELECT):
+        chunk = ids[i : i + _IDS_PER_SELECT]
+        marks = ",".join("?" * len(chunk))
+        cur = conn.execute(f"SELECT event_id FROM events WHERE event_id IN ({marks})", chunk)
+        existing.update(r[0] for r in cur.fetchall())
+    return existing
+
+
+def upsert_rollups(conn: sqlite3.Connection, deltas: dict[RollupKey, Rollup]) -> None:
+    """Read-merge-write of the rollup rows ``deltas`` touch (inside the caller's
+    ``BEGIN IMMEDIATE``, so no other writer can interleave). ``deltas`` is consumed."""
+    if not deltas:
+        return
+    keys = list(deltas)
+    for i in range(0, len(keys), _KEYS_PER_SELECT):
+        chunk = keys[i : i + _KEYS_PER_SELECT]
+        sql = f"SELECT {ROLLUP_COLS} FROM rollups WHERE " + " OR ".join([_KEY_MATCH] * len(chunk))
+        for row in conn.execute(sql, [v for k in chunk for v in k]).fetchall():
+            key = (row[0], row[1], row[2], row[3])
+            stored = rollup_from_row(row[4:])
+            stored.merge(deltas[key])
+            deltas[key] = stored
+    conn.executemany(
+        _UPSERT_ROLLUP,
+        [(*k, *rollup_to_row(r, percentiles=k[0] == HOUR_MS)) for k, r in deltas.items()],
+    )
+
+
+def write_rows(
+    conn: sqlite3.Connection,
+    rows: Sequence[Row],
+    deltas: dict[RollupKey, Rollup],
+    checkpoint: bytes | None,
+) -> None:
+    """Write one batch in one transaction (see the module docstring).
+
+    ``deltas``: the rollups of ``rows`` (``rollup_events`` of their events); recomputed
+    from the rows that are new when some were stored already. ``checkpoint``: the
+    encoded cumulative totals (``encode_series``) to save with the batch, or ``None``.
+    ``conn`` must be in autocommit mode (``isolation_level=None``).
+    """
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        if rows:
+            before = conn.total_changes
+            conn.execute("SAVEPOINT batch")
+            insert_rows(conn, rows)
+            if conn.total_changes - before != len(rows):
+                # Some ids were stored already (a retry): redo with only the new ones.
+                conn.execute("ROLLBACK TO batch")
+                new = _new_only(rows, existing_ids(conn, [r[0] for r in rows]))
+                insert_rows(conn, new)
+                deltas = rollup_events(row_to_event(r) for r in new)
+            conn.execute("RELEASE batch")
+            upsert_rollups(conn, deltas)
+        if checkpoint is not None:
+            conn.execute(SAVE_CHECKPOINT, (checkpoint,))
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
+def write_events(
+    conn: sqlite3.Connection, events: Sequence[AnalyticsEvent], checkpoint: bytes | None
+) -> None:
+    """``write_rows`` of ``events`` (rows and rollups built here)."""
+    write_rows(conn, [event_to_row(e) for e in events], rollup_events(events), checkpoint)
+
+
+def _new_only(rows: Iterable[Row], existing: set[str]) -> list[Row]:
+    new: list[Row] = []
+    for r in rows:
+        if r[0] not in existing:
+            existing.add(r[0])  # a repeat within the batch is a duplicate too
+            new.append(r)
+    return new

@@ -1,0 +1,187 @@
+"""The SQLite writer in a child process (``SqliteStorage(writer="process")``).
+
+Why: CPython's sqlite3 module holds the GIL while it binds a statement's parameters and
+takes it back after every statement step, so a writer *thread* competes with the
+router's event loop for one interpreter lock; on two cores the two serialise and a
+busy store writes at about half the rate SQLite itself can. In a child process the
+insert runs beside the event loop, not between its steps: the parent only builds the
+rows and rollups, encodes them (msgpack) and waits, without blocking, for the reply.
+
+Protocol over the child's stdin/stdout: frames of a 4-byte little-endian length and a
+msgpack body. Request: ``WriteRequest`` (rows, rollup deltas, checkpoint); reply:
+``WriteReply`` (``error`` is ``None`` when the transaction committed). One request at a
+time. The child runs ``sqlite_write.write_rows``, the same transaction as the thread
+writer, so a batch commits whole or not at all; ends at end of input (the parent closed
+it or died); and exits when its reply cannot be delivered.
+
+Failures are the persister's to retry: a write the child refused raises
+``WriterError`` with SQLite's message (disk full, database locked …); a child that died
+or did not answer within ``timeout`` is killed, ``WriterError`` is raised, and the next
+write starts a new child. Retrying is safe: rows already stored are skipped.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import struct
+import sys
+from pathlib import Path
+from typing import Any, Final
+
+import anyio
+import msgspec
+from anyio.abc import Process
+from anyio.streams.buffered import BufferedByteReceiveStream
+
+import llmtally
+
+from .rollups import Rollup, RollupKey
+
+__all__ = ["WriteReply", "WriteRequest", "WriterError", "WriterProcess"]
+
+logger: Final = logging.getLogger("llmtally.storage")
+
+HEADER: Final = struct.Struct("<I")
+MAX_FRAME: Final = 1 << 30
+"""The largest frame either side accepts (a corrupt length must not allocate gigabytes)."""
+
+
+class WriteRequest(msgspec.Struct, array_like=True, gc=False):
+    """One batch: ``rows`` in ``rows.COLUMNS`` order, their rollup deltas, and the
+    encoded stats checkpoint to save with them (or ``None``)."""
+
+    rows: list[tuple[Any, ...]]
+    rollups: list[tuple[RollupKey, Rollup]]
+    checkpoint: bytes | None = None
+
+
+class WriteReply(msgspec.Struct, array_like=True):
+    """``error``: ``None`` when the batch committed, else ``"<exception type>: message"``."""
+
+    error: str | None = None
+
+
+class WriterError(Exception):
+    """The writer process could not write a batch (retried by the persister)."""
+
+
+_encode_request: Final = msgspec.msgpack.Encoder().encode
+_decode_reply: Final = msgspec.msgpack.Decoder(WriteReply).decode
+
+
+def _child_env() -> dict[str, str]:
+    """The parent's environment, with the folder ``llmtally`` was imported from first on
+    ``PYTHONPATH`` (a source checkout or a zipapp works like an installed package)."""
+    env = dict(os.environ)
+    root = str(Path(llmtally.__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+    return env
+
+
+class WriterProcess:
+    """A child process that writes batches into the SQLite file at ``path``.
+
+    ``timeout``: the longest a write may take (SQLite's busy wait included) before the
+    child is deemed hung and killed. ``close_timeout``: how long ``aclose`` waits.
+
+    Started on first use (or by ``start()``); ``aclose()`` ends it. Not for concurrent
+    use: the caller (``SqliteStorage``) serialises writes under its lock.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        synchronous: str = "NORMAL",
+        busy_timeout_ms: int = 5_000,
+        timeout: float = 60.0,
+        close_timeout: float = 10.0,
+    ) -> None:
+        self.path = path
+        self.synchronous = synchronous
+        self.busy_timeout_ms = busy_timeout_ms
+        self.timeout = timeout
+        self.close_timeout = close_timeout
+        self.starts = 0  # children started so far (a restart after a crash counts)
+        self._process: Process | None = None
+        self._stdout: BufferedByteReceiveStream | None = None
+
+    @property
+    def pid(self) -> int | None:
+        """The running child's pid (``None`` when none runs)."""
+        return None if self._process is None else self._process.pid
+
+    async def start(self) -> None:
+        """Start the child if none is running."""
+        if self._process is not None:
+            return
+        command = [
+            sys.executable,
+            "-m",
+            "llmtally.storage.writer_child",
+            os.fspath(self.path),
+            self.synchronous,
+            str(int(self.busy_timeout_ms)),
+        ]
+        process = await anyio.open_process(command, stderr=None, env=_child_env())
+        assert process.stdout is not None
+        self._process = process
+        self._stdout = BufferedByteReceiveStream(process.stdout)
+        self.starts += 1
+
+    async def write(
+        self,
+        rows: list[tuple[Any, ...]],
+        deltas: dict[RollupKey, Rollup],
+        checkpoint: bytes | None,
+    ) -> None:
+        """Write one batch (see ``sqlite_write.write_rows``). Raises ``WriterError``."""
+        body = _encode_request(WriteRequest(rows, list(deltas.items()), checkpoint))
+        await self.start()
+        process, stdout = self._process, self._stdout
+        assert process is not None and process.stdin is not None and stdout is not None
+        try:
+            with anyio.fail_after(self.timeout):
+                await process.stdin.send(HEADER.pack(len(body)) + body)
+                (length,) = HEADER.unpack(await stdout.receive_exactly(HEADER.size))
+                if length > MAX_FRAME:
+                    raise WriterError(f"the writer process sent a frame of {length} bytes")
+                reply = _decode_reply(await stdout.receive_exactly(length))
+        except (
+            anyio.BrokenResourceError,
+            anyio.ClosedResourceError,
+            anyio.EndOfStream,
+            anyio.IncompleteRead,
+            msgspec.DecodeError,
+            TimeoutError,
+            WriterError,
+        ) as exc:
+            await self._kill()
+            raise WriterError(f"the writer process failed ({type(exc).__name__}: {exc})") from exc
+        if reply.error is not None:
+            raise WriterError(reply.error)
+
+    async def _kill(self) -> None:
+        process, self._process, self._stdout = self._process, None, None
+        if process is None:
+            return
+        with anyio.CancelScope(shield=True):
+            if process.returncode is None:
+                process.kill()
+            await process.aclose()
+
+    async def aclose(self) -> None:
+        """End the child: close its input (it finishes the batch in hand and exits),
+        wait up to ``close_timeout`` seconds, then kill it."""
+        process = self._process
+        if process is None:
+            return
+        with anyio.CancelScope(shield=True):
+            assert process.stdin is not None
+            await process.stdin.aclose()
+            with anyio.move_on_after(self.close_timeout):
+                await process.wait()
+            if process.returncode is None:
+                logger.warning("llmtally: the SQLite writer process did not exit; killed it")
+            await self._kill()
