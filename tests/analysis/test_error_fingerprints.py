@@ -6,7 +6,12 @@ from __future__ import annotations
 
 import pytest
 
-from llmtally.analysis.errors import ErrorPatterns, fingerprint, normalize_message
+from llmtally.analysis.errors import (
+    MESSAGE_CACHE_SIZE,
+    ErrorPatterns,
+    fingerprint,
+    normalize_message,
+)
 
 PINNED = [
     pytest.param(
@@ -109,3 +114,13 @@ def test_a_long_message_is_fingerprinted_by_its_first_4096_characters() -> None:
     for _ in range(2):
         assert patterns.observe(0, "long", message, model=None, status_code=None) == "95ae988325b0"
     assert fingerprint("long", None, message) == "15c411e90090"  # the whole message
+
+
+def test_the_message_cache_is_bounded_and_changes_no_fingerprint() -> None:
+    patterns = ErrorPatterns(max_patterns=10)
+    messages = [f"upstream {i} failed: req_{i:06x}9" for i in range(MESSAGE_CACHE_SIZE + 50)]
+    for m in messages + messages[:3] + messages[-3:]:  # the first ones were evicted by now
+        fp = patterns.observe(0, "upstream", m, model="m", status_code=502, endpoint="/v1")
+        assert fp == fingerprint("upstream", "/v1", m)
+    assert len(patterns._cache) == MESSAGE_CACHE_SIZE
+    assert patterns.snapshot().total_errors == len(messages) + 6
