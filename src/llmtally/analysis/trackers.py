@@ -2,17 +2,22 @@
 
 ``Trackers.observe(events)`` folds one batch of events into all four. It is pure and
 synchronous (every time is an event's own ``timestamp_ms``), and it is built for the
-aggregator's hot loop: per event only a type check and a few attribute reads; the rest
-is per batch, from the batch's ``StatsDelta`` where it can be —
+aggregator's hot loop: no Python loop per event in the common case, only a few list
+comprehensions (timestamps, payloads, failed requests, streaming detail); the rest is
+per series or per model, from the batch's ``StatsDelta`` —
 
 - SLO: request counts from the delta, one ``SloTracker.add`` per minute present in the
   batch (usually one);
 - budgets: the delta's spend per series, summed per budget (``BudgetBook.spend_many``;
-  skipped entirely with no budget) when the batch falls within one minute (budget periods start on a minute,
-  so it is within one period), else event by event in time order;
-- streaming: stream events grouped per model; TTFT sketches merged from the delta, the
-  other values added in bulk (``LogSketch.add_many``);
-- errors: failed requests alone pay for message normalization.
+  skipped entirely with no budget) when the batch falls within one minute (budget
+  periods start on a minute, so it is within one period), else event by event in time
+  order;
+- streaming: a model whose requests in the batch are all streams (they all have a TTFT,
+  say) takes its counts, output tokens, TTFT and duration sketches from the delta
+  (``LogSketch.merge_many``); only ITL and decode rate are read per event and added in
+  bulk. A model mixing streams and other requests is counted event by event;
+- errors: failed requests alone pay for message normalization, and a message seen
+  word for word before not even that (``ErrorPatterns`` keeps an LRU of fingerprints).
 
 Which request events are *streams*: those carrying streaming detail (``ttft_ms``,
 ``itl_mean_ms`` or ``output_tokens_per_s``) and those whose id is in the ``streams``
@@ -53,7 +58,7 @@ class _ModelBatch:
         self.requests = 0
         self.failed = 0
         self.output_tokens = 0
-        self.with_ttft = 0  # requests with a TTFT, then: streams
+        self.with_ttft = 0  # requests with a TTFT; then every stream (see _observe_streams)
         self.ttft: list[LogSketch] = []
         self.duration: list[LogSketch] = []
 
