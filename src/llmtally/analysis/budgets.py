@@ -361,6 +361,7 @@ class BudgetBook:
         "_holds",
         "_index",
         "_next_id",
+        "_scoped",
         "_states",
         "evicted_reservations",
         "expired_reservations",
@@ -388,6 +389,8 @@ class BudgetBook:
         self._states: dict[str, _State] = {}
         self._hard = 0
         self._index: dict[tuple[str, str | None], list[_State]] = {}
+        # The same states by scope, then scope value: which scopes have budgets at all.
+        self._scoped: dict[str, dict[str | None, list[_State]]] = {}
         self._holds: OrderedDict[int, _Hold] = OrderedDict()
         self._next_id = 1
         for b in budgets:
@@ -423,6 +426,9 @@ class BudgetBook:
         self._states[budget.id] = state
         self._hard += budget.kind == "hard"
         self._index.setdefault((budget.scope, budget.scope_value), []).append(state)
+        self._scoped.setdefault(budget.scope, {})[budget.scope_value] = self._index[
+            (budget.scope, budget.scope_value)
+        ]
 
     def remove(self, budget_id: str) -> bool:
         """Remove a budget; ``False`` if there was none with that id."""
@@ -432,10 +438,14 @@ class BudgetBook:
         self._hard -= state.budget.kind == "hard"
         key = (state.budget.scope, state.budget.scope_value)
         rest = [s for s in self._index[key] if s is not state]
+        scoped = self._scoped[key[0]]
         if rest:
-            self._index[key] = rest
+            self._index[key] = scoped[key[1]] = rest
         else:
             del self._index[key]
+            del scoped[key[1]]
+            if not scoped:
+                del self._scoped[key[0]]
         return True
 
     def restore(self, now_ms: int, spent_nanos: Mapping[str, int]) -> None:
@@ -525,18 +535,29 @@ class BudgetBook:
         as calling ``spend_nanos`` for each, except that several thresholds crossed in
         one call report the spend after all of it. Raises ``ValidationError`` for a
         negative cost (nothing is charged then)."""
-        index = self._index
         add: dict[str, int] = {}
         total = 0
+        # Only the scopes that have budgets are looked up (the book is often all global).
+        scoped = self._scoped
+        no: dict[str | None, list[_State]] = {}
+        agents = scoped.get("agent_id", no)
+        keys = scoped.get("provider_id", no)
+        models = scoped.get("model", no)
         for cost, agent_id, provider_id, model in costs:
             if cost < 0:
                 raise ValidationError(f"cost must be >= 0, got {cost}")
             total += cost
-            for key in (("agent_id", agent_id), ("provider_id", provider_id), ("model", model)):
-                if key[1] is not None:
-                    for state in index.get(key, ()):
-                        add[state.budget.id] = add.get(state.budget.id, 0) + cost
-        for state in index.get(("global", None), ()):
+            # Unrolled (agent, API key, model: the order of the crossings): per series.
+            if agents and agent_id is not None:
+                for state in agents.get(agent_id, ()):
+                    add[state.budget.id] = add.get(state.budget.id, 0) + cost
+            if keys and provider_id is not None:
+                for state in keys.get(provider_id, ()):
+                    add[state.budget.id] = add.get(state.budget.id, 0) + cost
+            if models and model is not None:
+                for state in models.get(model, ()):
+                    add[state.budget.id] = add.get(state.budget.id, 0) + cost
+        for state in scoped.get("global", no).get(None, ()):
             add[state.budget.id] = add.get(state.budget.id, 0) + total
         crossings: list[ThresholdCrossing] = []
         for budget_id, cost in add.items():

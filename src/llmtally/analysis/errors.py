@@ -20,6 +20,7 @@ import msgspec
 __all__ = [
     "MAX_MODELS_PER_PATTERN",
     "MAX_NORMALIZED_INPUT",
+    "MESSAGE_CACHE_SIZE",
     "MAX_SAMPLE_CHARS",
     "MAX_STATUS_CODES_PER_PATTERN",
     "ErrorPattern",
@@ -35,6 +36,10 @@ MAX_SAMPLE_CHARS: Final = 500
 MAX_NORMALIZED_INPUT: Final = 4096
 """``ErrorPatterns.observe`` normalizes at most this many leading characters of a message
 (the wire format caps ``error_message`` at 4096 too), bounding the regex work per error."""
+
+MESSAGE_CACHE_SIZE: Final = 1024
+"""``ErrorPatterns`` remembers the fingerprints of this many distinct raw messages (LRU),
+so at most 4 Mi characters of messages (``MAX_NORMALIZED_INPUT`` each)."""
 
 MAX_MODELS_PER_PATTERN: Final = 20
 MAX_STATUS_CODES_PER_PATTERN: Final = 20
@@ -223,7 +228,7 @@ class ErrorPatterns:
     owned by one actor.
     """
 
-    __slots__ = ("_patterns", "evicted", "max_models", "max_patterns", "total_errors")
+    __slots__ = ("_cache", "_patterns", "evicted", "max_models", "max_patterns", "total_errors")
 
     def __init__(self, max_patterns: int = 1000, *, max_models: int = MAX_MODELS_PER_PATTERN):
         if max_patterns < 1:
@@ -236,6 +241,9 @@ class ErrorPatterns:
         self.total_errors = 0
         # Insertion order is recency order: observe() moves a pattern to the end.
         self._patterns: OrderedDict[str, _Pattern] = OrderedDict()
+        # Raw (type, endpoint, message) → (fingerprint, normalized), least recent first:
+        # an error repeated word for word skips the regexes and the hash.
+        self._cache: OrderedDict[tuple[str, str | None, str], tuple[str, str]] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._patterns)
@@ -256,8 +264,18 @@ class ErrorPatterns:
         ``last_seen_ms`` never moves backwards if ``now_ms`` does.
         """
         raw = (message or "")[:MAX_NORMALIZED_INPUT]
-        normalized = normalize_message(raw)
-        fp = _digest(error_type, endpoint, normalized)
+        key = (error_type, endpoint, raw)
+        cache = self._cache
+        hit = cache.get(key)
+        if hit is None:
+            normalized = normalize_message(raw)
+            fp = _digest(error_type, endpoint, normalized)
+            if len(cache) >= MESSAGE_CACHE_SIZE:
+                cache.popitem(last=False)
+            cache[key] = (fp, normalized)
+        else:
+            cache.move_to_end(key)
+            fp, normalized = hit
         self.total_errors += 1
         patterns = self._patterns
         p = patterns.get(fp)

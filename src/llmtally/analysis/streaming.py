@@ -443,11 +443,12 @@ class StreamingStats:
         tokens_per_s: Sequence[float] = (),
         duration_ms: Sequence[float] = (),
         ttft_sketches: Iterable[LogSketch] = (),
+        duration_sketches: Iterable[LogSketch] = (),
     ) -> None:
         """``observe`` for many finished streams of one model at once (the aggregator's
         per-batch form): outcome counts, their output tokens, and the values to add to
-        each sketch (``ttft_sketches``: TTFTs already in sketches, merged in). Raises
-        ``ValidationError`` for a negative count."""
+        each sketch (``ttft_sketches``/``duration_sketches``: values already in sketches,
+        merged in). Raises ``ValidationError`` for a negative count."""
         if min(completed, failed, cancelled, output_tokens) < 0:
             raise ValidationError("stream counts must not be negative")
         s = self._slot(model)
@@ -455,8 +456,8 @@ class StreamingStats:
         s.failed += failed
         s.cancelled += cancelled
         s.output_tokens += output_tokens
-        for sketch in ttft_sketches:
-            s.ttft.merge(sketch)
+        s.ttft.merge_many(ttft_sketches)
+        s.duration.merge_many(duration_sketches)
         ttft, itl, tps, duration = s.pending
         ttft += ttft_ms
         itl += itl_ms

@@ -2,17 +2,22 @@
 
 ``Trackers.observe(events)`` folds one batch of events into all four. It is pure and
 synchronous (every time is an event's own ``timestamp_ms``), and it is built for the
-aggregator's hot loop: per event only a type check and a few attribute reads; the rest
-is per batch, from the batch's ``StatsDelta`` where it can be —
+aggregator's hot loop: no Python loop per event in the common case, only a few list
+comprehensions (timestamps, payloads, failed requests, streaming detail); the rest is
+per series or per model, from the batch's ``StatsDelta`` —
 
 - SLO: request counts from the delta, one ``SloTracker.add`` per minute present in the
   batch (usually one);
 - budgets: the delta's spend per series, summed per budget (``BudgetBook.spend_many``;
-  skipped entirely with no budget) when the batch falls within one minute (budget periods start on a minute,
-  so it is within one period), else event by event in time order;
-- streaming: stream events grouped per model; TTFT sketches merged from the delta, the
-  other values added in bulk (``LogSketch.add_many``);
-- errors: failed requests alone pay for message normalization.
+  skipped entirely with no budget) when the batch falls within one minute (budget
+  periods start on a minute, so it is within one period), else event by event in time
+  order;
+- streaming: a model whose requests in the batch are all streams (they all have a TTFT,
+  say) takes its counts, output tokens, TTFT and duration sketches from the delta
+  (``LogSketch.merge_many``); only ITL and decode rate are read per event and added in
+  bulk. A model mixing streams and other requests is counted event by event;
+- errors: failed requests alone pay for message normalization, and a message seen
+  word for word before not even that (``ErrorPatterns`` keeps an LRU of fingerprints).
 
 Which request events are *streams*: those carrying streaming detail (``ttft_ms``,
 ``itl_mean_ms`` or ``output_tokens_per_s``) and those whose id is in the ``streams``
@@ -25,7 +30,7 @@ stream that failed before its first token). A stream's outcome: completed for
 from __future__ import annotations
 
 from collections.abc import Container, Iterable, Sequence
-from typing import Final, TypeAlias
+from typing import Final, TypeAlias, cast
 
 from ..events import AnalyticsEvent, LlmRequestCompleted, LlmRequestFailed
 from .budgets import Budget, BudgetBook, ThresholdCrossing
@@ -41,6 +46,21 @@ CANCELLED: Final = "cancelled"
 """The ``error_code`` of a request that was cancelled (e.g. the client went away)."""
 
 _Request: TypeAlias = LlmRequestCompleted | LlmRequestFailed
+_REQUESTS: Final = (LlmRequestCompleted, LlmRequestFailed)
+
+
+class _ModelBatch:
+    """One model's series of a batch, and how many of its requests are streams."""
+
+    __slots__ = ("duration", "failed", "output_tokens", "requests", "ttft", "with_ttft")
+
+    def __init__(self) -> None:
+        self.requests = 0
+        self.failed = 0
+        self.output_tokens = 0
+        self.with_ttft = 0  # requests with a TTFT; then every stream (see _observe_streams)
+        self.ttft: list[LogSketch] = []
+        self.duration: list[LogSketch] = []
 
 
 class Trackers:
@@ -87,53 +107,142 @@ class Trackers:
         """
         if not delta.series:
             return []
-        failures: list[tuple[AnalyticsEvent, LlmRequestFailed]] = []
-        by_model: dict[str, list[_Request]] = {}
-        m0 = events[0].timestamp_ms // MINUTE_MS * MINUTE_MS
-        m1 = m0 + MINUTE_MS
-        one_minute = True
-        # The one pass over the events: everything else is per series or per model.
-        for e in events:
-            p = e.payload
-            if type(p) is LlmRequestFailed:
-                failures.append((e, p))
-            elif type(p) is not LlmRequestCompleted:
-                continue
-            if not m0 <= e.timestamp_ms < m1:
-                one_minute = False
-            if (
-                p.ttft_ms is not None
-                or p.itl_mean_ms is not None
-                or p.output_tokens_per_s is not None
-                or (streams is not None and e.event_id in streams)
-            ):
-                group = by_model.get(p.model)
-                if group is None:
-                    by_model[p.model] = [p]
-                else:
-                    group.append(p)
-        if one_minute:  # the common case: one SloTracker.add per batch
-            requests = sum(t.requests for t in delta.series.values())
-            self.slo.add(m0, requests, len(failures))
+        models: dict[str, _ModelBatch] = {}
+        requests = failed = 0
+        for key, t in delta.series.items():
+            m = models.get(key[0])
+            if m is None:
+                m = models[key[0]] = _ModelBatch()
+            m.requests += t.requests
+            m.failed += t.failed_requests
+            m.output_tokens += t.output_tokens
+            m.with_ttft += t.ttft.count
+            m.ttft.append(t.ttft)
+            m.duration.append(t.duration)
+            requests += t.requests
+            failed += t.failed_requests
+        if requests == len(events):  # the common case: nothing but request events
+            reqs = events
         else:
-            self._count_slo(events)
-        observe_error = self.errors.observe
-        for e, f in failures:
-            observe_error(
-                e.timestamp_ms,
-                f.error_code,
-                f.error_message,
-                model=f.model,
-                status_code=f.status_code,
-                endpoint=f.endpoint,
-            )
-        if by_model:
-            self._observe_streams(by_model, delta)
+            reqs = [e for e in events if type(e.payload) in _REQUESTS]
+        # A few passes over the batch, each in C but for the attribute reads.
+        stamps = [e.timestamp_ms for e in reqs]
+        m0 = min(stamps) // MINUTE_MS * MINUTE_MS
+        one_minute = max(stamps) < m0 + MINUTE_MS
+        if one_minute:  # the common case: one SloTracker.add per batch
+            self.slo.add(m0, requests, failed)
+        else:
+            self._count_slo(reqs)
+        if failed:
+            failures = [e for e in reqs if type(e.payload) is LlmRequestFailed]
+            observe_error = self.errors.observe
+            for e in failures:
+                f = e.payload
+                assert type(f) is LlmRequestFailed
+                observe_error(
+                    e.timestamp_ms,
+                    f.error_code,
+                    f.error_message,
+                    model=f.model,
+                    status_code=f.status_code,
+                    endpoint=f.endpoint,
+                )
+        else:
+            failures = []
+        self._observe_streams(reqs, models, failures, streams)
         if not len(self.budgets):
             return []
         if one_minute:  # budget periods start on a minute: the batch is in one period
             return self._spend(delta, m0)
         return self._spend_each(events)
+
+    def _observe_streams(
+        self,
+        reqs: Sequence[AnalyticsEvent],
+        models: dict[str, _ModelBatch],
+        failures: list[AnalyticsEvent],
+        streams: Container[str] | None,
+    ) -> None:
+        # Every request with a TTFT is a stream. A model whose requests of the batch are
+        # all streams (the usual case: they all have a TTFT) is counted from the delta:
+        # its counts, tokens, TTFT and duration sketches. Only the requests without a
+        # TTFT are looked at one by one, to tell streams from the rest.
+        ps = cast("list[_Request]", [e.payload for e in reqs])
+        if any(m.with_ttft < m.requests for m in models.values()):
+            for e, p in zip(reqs, ps, strict=True):
+                if p.ttft_ms is None and (
+                    p.itl_mean_ms is not None
+                    or p.output_tokens_per_s is not None
+                    or (streams is not None and e.event_id in streams)
+                ):
+                    models[p.model].with_ttft += 1  # a stream all the same
+        mixed = [name for name, m in models.items() if m.with_ttft < m.requests]
+        # Streaming detail (ITL, decode rate) is only ever on streams.
+        detail = [p for p in ps if p.itl_mean_ms is not None or p.output_tokens_per_s is not None]
+        by_model: dict[str, list[_Request]]
+        if len(models) == 1:
+            by_model = {next(iter(models)): detail}
+        else:
+            by_model = {}
+            for p in detail:
+                group = by_model.get(p.model)
+                if group is None:
+                    by_model[p.model] = [p]
+                else:
+                    group.append(p)
+        cancelled: dict[str, int] = {}
+        for e in failures:
+            f = e.payload
+            assert type(f) is LlmRequestFailed
+            if f.error_code == CANCELLED:
+                cancelled[f.model] = cancelled.get(f.model, 0) + 1
+        observe_many = self.streaming.observe_many
+        for name, m in models.items():
+            if not m.with_ttft:  # no stream of this model in the batch
+                continue
+            itl: list[float] = []
+            tps: list[float] = []
+            d = by_model.get(name)
+            if d:
+                itl = [p.itl_mean_ms for p in d if p.itl_mean_ms is not None]
+                tps = [p.output_tokens_per_s for p in d if p.output_tokens_per_s is not None]
+            if name not in mixed:
+                n_cancelled = cancelled.get(name, 0)
+                observe_many(
+                    name,
+                    completed=m.requests - m.failed,
+                    failed=m.failed - n_cancelled,
+                    cancelled=n_cancelled,
+                    output_tokens=m.output_tokens,
+                    ttft_sketches=m.ttft,
+                    itl_ms=itl,
+                    tokens_per_s=tps,
+                    duration_sketches=m.duration,
+                )
+                continue
+            # Streams and other requests of one model: the streams one by one.
+            mine: list[_Request] = []
+            for e, p in zip(reqs, ps, strict=True):
+                if p.model == name and (
+                    p.ttft_ms is not None
+                    or p.itl_mean_ms is not None
+                    or p.output_tokens_per_s is not None
+                    or (streams is not None and e.event_id in streams)
+                ):
+                    mine.append(p)
+            fails = [p for p in mine if type(p) is LlmRequestFailed]
+            n_cancelled = sum(1 for p in fails if p.error_code == CANCELLED)
+            observe_many(
+                name,
+                completed=len(mine) - len(fails),
+                failed=len(fails) - n_cancelled,
+                cancelled=n_cancelled,
+                output_tokens=sum(p.output_tokens for p in mine),
+                ttft_sketches=m.ttft,
+                itl_ms=itl,
+                tokens_per_s=tps,
+                duration_ms=[p.duration_ms for p in mine if p.duration_ms is not None],
+            )
 
     def _count_slo(self, events: Sequence[AnalyticsEvent]) -> None:
         minutes: dict[int, list[int]] = {}
@@ -149,30 +258,6 @@ class Trackers:
         for m in sorted(minutes):
             n, errors = minutes[m]
             self.slo.add(m * MINUTE_MS, n, errors)
-
-    def _observe_streams(self, by_model: dict[str, list[_Request]], delta: StatsDelta) -> None:
-        # Every request with a TTFT is a stream, so a model's stream TTFTs are exactly
-        # the delta's TTFT sketches of that model: merged, not added again value by value.
-        ttft: dict[str, list[LogSketch]] = {}
-        for (model, _, _, _), t in delta.series.items():
-            if t.ttft.count and model in by_model:
-                ttft.setdefault(model, []).append(t.ttft)
-        for model, ps in by_model.items():
-            failed = [p for p in ps if type(p) is LlmRequestFailed]
-            cancelled = sum(1 for p in failed if p.error_code == CANCELLED)
-            self.streaming.observe_many(
-                model,
-                completed=len(ps) - len(failed),
-                failed=len(failed) - cancelled,
-                cancelled=cancelled,
-                output_tokens=sum(p.output_tokens for p in ps),
-                ttft_sketches=ttft.get(model, ()),
-                itl_ms=[p.itl_mean_ms for p in ps if p.itl_mean_ms is not None],
-                tokens_per_s=[
-                    p.output_tokens_per_s for p in ps if p.output_tokens_per_s is not None
-                ],
-                duration_ms=[p.duration_ms for p in ps if p.duration_ms is not None],
-            )
 
     def _spend(self, delta: StatsDelta, now_ms: int) -> list[ThresholdCrossing]:
         # Spend per series of the batch (whose events all fall in the minute of now_ms).
