@@ -139,6 +139,7 @@ class _NullStore:
     def __init__(self, store: EventStore) -> None:
         self.pricing = store.pricing
         self.now_ms = store.now_ms
+        self.environment = store.environment
 
     def record_nowait(self, event: object) -> bool:
         return True

@@ -7,6 +7,18 @@ to live subscribers, logs them, and hands the batch and its delta to the persist
 Awaiting only when the stream is empty (or the persister is behind) keeps a hop at a
 fraction of a microsecond per event.
 
+Lingering (``wake``, an ``IngestWake``): events that trickle in one per event-loop
+iteration (an HTTP client awaiting each upstream call) would each make a batch of one,
+and a batch's fixed cost (the wake-up, the delta, the trackers, the hand-over to the
+persister) is some tens of microseconds. So when the aggregator wakes for an item and
+finds fewer than ``LINGER_BELOW`` waiting (and no flush barrier), it waits up to
+``wake.linger`` seconds for more before it counts them: one timer per batch, none while
+the stream is idle. The linger ends early when ``wake.threshold`` more items arrive (the
+buffer is filling: a fraction of its capacity, so the aggregator runs before it could
+overflow), when a ``flush()`` barrier arrives, and at end of stream — the producers fire
+the wake. Events that arrive together (a burst, many concurrent requests) make a batch
+big enough by themselves and are counted at once, as before.
+
 Besides events and ``Barrier``s the ingest stream carries ``TaggedEvent``s: an event
 with what only its producer knows — that it is a stream (``EventStore.track_stream``;
 counted as one whatever its fields) and the budget ``Reservation`` it settles (recorded
@@ -34,7 +46,7 @@ from ..analysis.stats import Aggregate, StatsDelta
 from ..analysis.trackers import Trackers
 from ..events import AnalyticsEvent, LlmRequestCompleted, LlmRequestFailed
 from .fanout import Fanout
-from .messages import Barrier, Nudge, PersistBatch
+from .messages import Barrier, IngestWake, Nudge, PersistBatch
 
 __all__ = [
     "IngestItem",
@@ -46,6 +58,9 @@ __all__ = [
 ]
 
 logger = logging.getLogger("llmtally")
+
+LINGER_BELOW = 8
+"""The aggregator lingers after a wake-up only when fewer items than this are waiting."""
 
 
 class TaggedEvent:
@@ -121,12 +136,16 @@ async def aggregate(
     on_emitted: Callable[[int], None] | None = None,
     nudge: Nudge | None = None,
     environment: str | None = None,
+    wake: IngestWake | None = None,
     task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run until the ingest stream ends, then close ``persist_tx`` (EOF for the persister).
 
     ``nudge``: told of every batch queued for the persister (see ``Nudge``).
     ``environment``: the envelope's environment of the budget events it adds.
+    ``wake``: linger for more items after a wake-up (see the module docstring); every
+    producer of ``ingest_rx`` must then count its items on it and fire it after a
+    barrier and at end of stream. ``None``: never linger.
 
     ``trackers=None`` turns the trackers off (benchmarks). ``on_emitted`` is told how
     many threshold events were added to a batch.
@@ -144,6 +163,7 @@ async def aggregate(
             on_emitted,
             nudge,
             environment,
+            wake,
         )
     finally:
         if nudge is not None:
@@ -161,6 +181,7 @@ async def _aggregate(
     on_emitted: Callable[[int], None] | None,
     nudge: Nudge | None,
     environment: str | None = None,
+    wake: IngestWake | None = None,
 ) -> None:
     async with ingest_rx, persist_tx:
         receive_nowait = ingest_rx.receive_nowait
@@ -171,14 +192,21 @@ async def _aggregate(
             except anyio.EndOfStream:
                 break
             items = [first]
-            while len(items) < max_batch:
+            end = _take_waiting(receive_nowait, items, max_batch)
+            if (
+                wake is not None
+                and not end
+                and len(items) < LINGER_BELOW
+                and not any(type(i) is Barrier for i in items)
+            ):
+                # Linger once for more (the module docstring says what cuts it short).
+                woken = wake.arm()
                 try:
-                    items.append(receive_nowait())
-                except anyio.WouldBlock:
-                    break
-                except anyio.EndOfStream:
-                    end = True
-                    break
+                    with anyio.move_on_after(wake.linger):
+                        await woken.wait()
+                finally:
+                    wake.disarm()
+                end = _take_waiting(receive_nowait, items, max_batch)
             events: list[AnalyticsEvent] = []
             barriers: list[Barrier] = []
             delta = StatsDelta()
@@ -233,6 +261,21 @@ async def _aggregate(
                 await persist_tx.send(batch)
             if nudge is not None:
                 nudge.sent(batch)
+
+
+def _take_waiting(
+    receive_nowait: Callable[[], IngestItem], items: list[IngestItem], max_batch: int
+) -> bool:
+    """Append what is waiting now to ``items`` (up to ``max_batch``); True at EOF."""
+    append = items.append
+    while len(items) < max_batch:
+        try:
+            append(receive_nowait())
+        except anyio.WouldBlock:
+            return False
+        except anyio.EndOfStream:
+            return True
+    return False
 
 
 def _announce(crossings: list[ThresholdCrossing]) -> None:

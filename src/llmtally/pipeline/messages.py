@@ -9,7 +9,7 @@ import anyio
 from ..analysis.stats import StatsDelta
 from ..events import AnalyticsEvent
 
-__all__ = ["Barrier", "Nudge", "PersistBatch"]
+__all__ = ["Barrier", "IngestWake", "Nudge", "PersistBatch"]
 
 
 class Barrier:
@@ -54,3 +54,42 @@ class Nudge:
         self.queued = queued
         self.event = anyio.Event()
         return self.event
+
+
+class IngestWake:
+    """Cuts the aggregator's linger short (see ``pipeline.aggregate``).
+
+    When the aggregator wakes for an item and finds fewer than ``threshold`` waiting, it
+    ``arm``s this and waits up to ``linger`` seconds for more: one timer per batch, none
+    while the stream is idle. Producers count every item they put in the ingest stream
+    with ``left -= 1`` and call ``fire`` when it reaches 0 (``threshold`` items arrived
+    meanwhile: the buffer is filling); a ``flush()`` barrier and the end of the stream
+    ``fire`` at once. While disarmed ``left`` is negative and keeps falling, so the count
+    costs producers one decrement and one comparison, and never fires by itself.
+    """
+
+    __slots__ = ("event", "left", "linger", "threshold")
+
+    def __init__(self, linger: float, threshold: int) -> None:
+        self.linger = linger
+        self.threshold = threshold
+        self.event: anyio.Event | None = None
+        self.left = -1
+
+    def arm(self) -> anyio.Event:
+        """The aggregator starts lingering with an empty stream; set by ``fire``."""
+        self.left = self.threshold
+        self.event = event = anyio.Event()
+        return event
+
+    def disarm(self) -> None:
+        """The linger is over (fired or timed out)."""
+        self.event = None
+        self.left = -1
+
+    def fire(self) -> None:
+        """End the current linger, if any (idempotent; cheap when there is none)."""
+        event = self.event
+        if event is not None:
+            self.event = None
+            event.set()
