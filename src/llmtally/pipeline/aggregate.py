@@ -186,13 +186,17 @@ async def _aggregate(
     async with ingest_rx, persist_tx:
         receive_nowait = ingest_rx.receive_nowait
         end = False
+        flowing = False  # the last round counted a batch: linger before going idle
         while not end:
-            try:
-                first = await ingest_rx.receive()
-            except anyio.EndOfStream:
-                break
-            items = [first]
+            items: list[IngestItem] = []
             end = _take_waiting(receive_nowait, items, max_batch)
+            busy = bool(items)  # taken without waiting: let other tasks run after it
+            if not items and not end and (wake is None or not flowing):
+                try:  # idle: no timer, no CPU until an item arrives
+                    items.append(await ingest_rx.receive())
+                except anyio.EndOfStream:
+                    break
+                end = _take_waiting(receive_nowait, items, max_batch)
             if (
                 wake is not None
                 and not end
@@ -200,6 +204,9 @@ async def _aggregate(
                 and not any(type(i) is Barrier for i in items)
             ):
                 # Linger once for more (the module docstring says what cuts it short).
+                # Right after a batch this is also how the aggregator waits for the
+                # next one while events keep trickling in: one timer, one wake-up.
+                busy = False
                 woken = wake.arm()
                 try:
                     with anyio.move_on_after(wake.linger):
@@ -207,6 +214,9 @@ async def _aggregate(
                 finally:
                     wake.disarm()
                 end = _take_waiting(receive_nowait, items, max_batch)
+            flowing = bool(items)
+            if not items:
+                continue  # a linger that nothing came to (or end of stream)
             events: list[AnalyticsEvent] = []
             barriers: list[Barrier] = []
             delta = StatsDelta()
@@ -261,6 +271,8 @@ async def _aggregate(
                 await persist_tx.send(batch)
             if nudge is not None:
                 nudge.sent(batch)
+            if busy:
+                await anyio.lowlevel.checkpoint()  # as a waiting receive() would
 
 
 def _take_waiting(
