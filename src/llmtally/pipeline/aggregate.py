@@ -207,12 +207,12 @@ async def _aggregate(
                 # Right after a batch this is also how the aggregator waits for the
                 # next one while events keep trickling in: one timer, one wake-up.
                 busy = False
-                woken = wake.arm()
-                try:
-                    with anyio.move_on_after(wake.linger):
-                        await woken.wait()
-                finally:
-                    wake.disarm()
+                with anyio.CancelScope() as linger:
+                    wake.arm(linger)
+                    try:
+                        await anyio.sleep(wake.linger)
+                    finally:
+                        wake.disarm()
                 end = _take_waiting(receive_nowait, items, max_batch)
             flowing = bool(items)
             if not items:
