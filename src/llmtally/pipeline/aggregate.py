@@ -214,8 +214,8 @@ async def _aggregate(
                     finally:
                         wake.disarm()
                 end = _take_waiting(receive_nowait, items, max_batch)
-            flowing = bool(items)
             if not items:
+                flowing = False
                 continue  # a linger that nothing came to (or end of stream)
             events: list[AnalyticsEvent] = []
             barriers: list[Barrier] = []
@@ -271,6 +271,8 @@ async def _aggregate(
                 await persist_tx.send(batch)
             if nudge is not None:
                 nudge.sent(batch)
+            # After a flush, wait idle: a flush on a quiet store stays one plain wake-up.
+            flowing = not barriers
             if busy:
                 await anyio.lowlevel.checkpoint()  # as a waiting receive() would
 
