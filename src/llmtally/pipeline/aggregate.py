@@ -17,7 +17,10 @@ the stream is idle. The linger ends early when ``wake.threshold`` more items arr
 buffer is filling: a fraction of its capacity, so the aggregator runs before it could
 overflow), when a ``flush()`` barrier arrives, and at end of stream — the producers fire
 the wake. Events that arrive together (a burst, many concurrent requests) make a batch
-big enough by themselves and are counted at once, as before.
+big enough by themselves and are counted at once, as before. While events keep coming,
+the aggregator waits for the next batch the same way right after counting one (a single
+timer and wake-up per batch); after a linger nothing came to, a lone event or a flush, it
+waits idle again (no timer, no CPU until the next item).
 
 Besides events and ``Barrier``s the ingest stream carries ``TaggedEvent``s: an event
 with what only its producer knows — that it is a stream (``EventStore.track_stream``;
@@ -271,8 +274,10 @@ async def _aggregate(
                 await persist_tx.send(batch)
             if nudge is not None:
                 nudge.sent(batch)
-            # After a flush, wait idle: a flush on a quiet store stays one plain wake-up.
-            flowing = not barriers
+            # Linger for the next batch only while events keep coming: not after a lone
+            # event (sparse traffic: each would cost a timer more), nor after a flush (a
+            # flush on a quiet store stays one plain wake-up).
+            flowing = len(items) > 1 and not barriers
             if busy:
                 await anyio.lowlevel.checkpoint()  # as a waiting receive() would
 
