@@ -10,7 +10,10 @@ including the store's pipeline work the block triggered, flushed at its end):
   ``EventStore`` — the real path: parse, price, build the event, ``record_nowait``, and
   the store's aggregator/persister handling it;
 - ``wrapped, null store``: the transport's own cost alone (a store stand-in that accepts
-  events and does nothing).
+  events and does nothing);
+- ``wrapped, no linger`` (TCP only): ``wrapped`` into a second in-memory store with
+  ``aggregate_linger=0``, the aggregator as it was before it lingered: over TCP every
+  request yields to the event loop, so each event is a pipeline batch of its own.
 
 Against (1) a local upstream over TCP (an in-process asyncio HTTP/1.1 server answering an
 OpenAI chat completion with usage, keep-alive), and (2) an in-memory transport returning
@@ -160,14 +163,15 @@ class Samples:
 
 
 async def _measure(
-    store: EventStore, variants: dict[str, Call], n: int, block: int = 100
+    stores: tuple[EventStore, ...], variants: dict[str, Call], n: int, block: int = 100
 ) -> dict[str, Samples]:
     """``n`` requests per variant, in blocks whose order rotates every round."""
     samples = {name: Samples() for name in variants}
     for _ in range(50):  # warm-up: connections, caches, price lookups
         for call in variants.values():
             await call()
-    await store.flush()
+    for store in stores:
+        await store.flush()
     gc.collect()
     names = list(variants)
     for r in range(max(1, n // block)):
@@ -179,7 +183,8 @@ async def _measure(
                 t0 = time.perf_counter_ns()
                 await call()
                 out.wall.append(time.perf_counter_ns() - t0)
-            await store.flush()  # the pipeline's share of this block's events, if any
+            for store in stores:  # the pipeline's share of this block's events, if any
+                await store.flush()
             out.cpu.append((time.process_time_ns() - c0) / block)
     return samples
 
@@ -229,12 +234,20 @@ async def main(requests: int) -> None:
     url = f"http://127.0.0.1:{port}"
     headers = {"content-type": "application/json", "authorization": "Bearer sk-bench"}
     try:
-        async with EventStore(None, capacity=100_000) as store:
+        async with (
+            EventStore(None, capacity=100_000) as store,
+            EventStore(None, capacity=100_000, aggregate_linger=0) as eager,
+        ):
             null = _NullStore(store)
             real = LlmTallyTransport(store, agent_id="bench")
             async with (
                 httpx2.AsyncClient(base_url=url, headers=headers) as bare,
                 httpx2.AsyncClient(base_url=url, headers=headers, transport=real) as wrapped,
+                httpx2.AsyncClient(
+                    base_url=url,
+                    headers=headers,
+                    transport=LlmTallyTransport(eager, agent_id="bench"),
+                ) as wrapped_eager,
                 httpx2.AsyncClient(
                     base_url=url,
                     headers=headers,
@@ -257,11 +270,12 @@ async def main(requests: int) -> None:
                 tcp = _report(
                     "non-streamed chat completion, local upstream over TCP",
                     await _measure(
-                        store,
+                        (store, eager),
                         {
                             "bare": post(bare),
                             "wrapped": post(wrapped),
                             "wrapped, null store": post(wrapped_null),
+                            "wrapped, no linger": post(wrapped_eager),
                         },
                         requests,
                     ),
@@ -269,7 +283,7 @@ async def main(requests: int) -> None:
                 mem = _report(
                     "non-streamed chat completion, in-memory upstream",
                     await _measure(
-                        store,
+                        (store,),
                         {
                             "bare": post(mem_bare),
                             "wrapped": post(mem_wrapped),
@@ -282,7 +296,7 @@ async def main(requests: int) -> None:
                 _report(
                     "streamed chat completion (40 deltas + usage), local upstream over TCP",
                     await _measure(
-                        store,
+                        (store,),
                         {"bare": post(bare, streamed), "wrapped": post(wrapped, streamed)},
                         requests // 3,
                     ),

@@ -100,3 +100,15 @@ async def test_zero_linger_and_small_capacities_count_at_once(db_path: Path) -> 
                 await store.record_llm_completed("gpt-4o-mini", input_tokens=1)
                 with anyio.fail_after(5):
                     await sub.__anext__()
+
+
+async def test_a_quiet_store_keeps_no_timer(db_path: Path) -> None:
+    async with EventStore(db_path, aggregate_linger=LONG) as store:
+        for i in range(3 * LINGER_BELOW):  # a burst: counted at once, then a linger
+            assert store.record_nowait(_prebuilt(i))
+        await anyio.wait_all_tasks_blocked()
+        assert store._wake.scope is not None  # waiting for more, with a timer
+        await store.flush()
+        await anyio.wait_all_tasks_blocked()
+        assert store._wake.scope is None  # after the flush: idle, no timer
+        assert store.stats().total_requests == 3 * LINGER_BELOW
