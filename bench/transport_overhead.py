@@ -23,6 +23,7 @@ the floor of the transport's own cost). Target: < 50 µs added per non-streamed 
 (median).
 
     .venv/bin/python bench/transport_overhead.py [--requests 3000] [--loop uvloop|asyncio]
+        [--aggregate-linger SECONDS]
 """
 
 from __future__ import annotations
@@ -227,15 +228,16 @@ def _report(title: str, samples: dict[str, Samples]) -> dict[str, float]:
     return added
 
 
-async def main(requests: int) -> None:
+async def main(requests: int, linger: float | None) -> None:
     loop = asyncio.get_running_loop()
     server = await loop.create_server(_Upstream, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     url = f"http://127.0.0.1:{port}"
     headers = {"content-type": "application/json", "authorization": "Bearer sk-bench"}
+    lingering = {} if linger is None else {"aggregate_linger": linger}
     try:
         async with (
-            EventStore(None, capacity=100_000) as store,
+            EventStore(None, capacity=100_000, **lingering) as store,
             EventStore(None, capacity=100_000, aggregate_linger=0) as eager,
         ):
             null = _NullStore(store)
@@ -324,10 +326,13 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=3000)
     parser.add_argument("--loop", choices=["asyncio", "uvloop"], default="uvloop")
+    parser.add_argument(
+        "--aggregate-linger", type=float, help="the real store's aggregate_linger (s)"
+    )
     args = parser.parse_args()
     if args.loop == "uvloop":
         import uvloop
 
-        uvloop.run(main(args.requests))
+        uvloop.run(main(args.requests, args.aggregate_linger))
     else:
-        asyncio.run(main(args.requests))
+        asyncio.run(main(args.requests, args.aggregate_linger))
