@@ -10,7 +10,10 @@ including the store's pipeline work the block triggered, flushed at its end):
   ``EventStore`` — the real path: parse, price, build the event, ``record_nowait``, and
   the store's aggregator/persister handling it;
 - ``wrapped, null store``: the transport's own cost alone (a store stand-in that accepts
-  events and does nothing).
+  events and does nothing);
+- ``wrapped, no linger`` (TCP only): ``wrapped`` into a second in-memory store with
+  ``aggregate_linger=0``, the aggregator as it was before it lingered: over TCP every
+  request yields to the event loop, so each event is a pipeline batch of its own.
 
 Against (1) a local upstream over TCP (an in-process asyncio HTTP/1.1 server answering an
 OpenAI chat completion with usage, keep-alive), and (2) an in-memory transport returning
@@ -20,6 +23,7 @@ the floor of the transport's own cost). Target: < 50 µs added per non-streamed 
 (median).
 
     .venv/bin/python bench/transport_overhead.py [--requests 3000] [--loop uvloop|asyncio]
+        [--aggregate-linger SECONDS]
 """
 
 from __future__ import annotations
@@ -139,6 +143,7 @@ class _NullStore:
     def __init__(self, store: EventStore) -> None:
         self.pricing = store.pricing
         self.now_ms = store.now_ms
+        self.environment = store.environment
 
     def record_nowait(self, event: object) -> bool:
         return True
@@ -159,14 +164,15 @@ class Samples:
 
 
 async def _measure(
-    store: EventStore, variants: dict[str, Call], n: int, block: int = 100
+    stores: tuple[EventStore, ...], variants: dict[str, Call], n: int, block: int = 100
 ) -> dict[str, Samples]:
     """``n`` requests per variant, in blocks whose order rotates every round."""
     samples = {name: Samples() for name in variants}
     for _ in range(50):  # warm-up: connections, caches, price lookups
         for call in variants.values():
             await call()
-    await store.flush()
+    for store in stores:
+        await store.flush()
     gc.collect()
     names = list(variants)
     for r in range(max(1, n // block)):
@@ -178,7 +184,8 @@ async def _measure(
                 t0 = time.perf_counter_ns()
                 await call()
                 out.wall.append(time.perf_counter_ns() - t0)
-            await store.flush()  # the pipeline's share of this block's events, if any
+            for store in stores:  # the pipeline's share of this block's events, if any
+                await store.flush()
             out.cpu.append((time.process_time_ns() - c0) / block)
     return samples
 
@@ -221,19 +228,28 @@ def _report(title: str, samples: dict[str, Samples]) -> dict[str, float]:
     return added
 
 
-async def main(requests: int) -> None:
+async def main(requests: int, linger: float | None) -> None:
     loop = asyncio.get_running_loop()
     server = await loop.create_server(_Upstream, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     url = f"http://127.0.0.1:{port}"
     headers = {"content-type": "application/json", "authorization": "Bearer sk-bench"}
+    lingering = {} if linger is None else {"aggregate_linger": linger}
     try:
-        async with EventStore(None, capacity=100_000) as store:
+        async with (
+            EventStore(None, capacity=100_000, **lingering) as store,
+            EventStore(None, capacity=100_000, aggregate_linger=0) as eager,
+        ):
             null = _NullStore(store)
             real = LlmTallyTransport(store, agent_id="bench")
             async with (
                 httpx2.AsyncClient(base_url=url, headers=headers) as bare,
                 httpx2.AsyncClient(base_url=url, headers=headers, transport=real) as wrapped,
+                httpx2.AsyncClient(
+                    base_url=url,
+                    headers=headers,
+                    transport=LlmTallyTransport(eager, agent_id="bench"),
+                ) as wrapped_eager,
                 httpx2.AsyncClient(
                     base_url=url,
                     headers=headers,
@@ -256,11 +272,12 @@ async def main(requests: int) -> None:
                 tcp = _report(
                     "non-streamed chat completion, local upstream over TCP",
                     await _measure(
-                        store,
+                        (store, eager),
                         {
                             "bare": post(bare),
                             "wrapped": post(wrapped),
                             "wrapped, null store": post(wrapped_null),
+                            "wrapped, no linger": post(wrapped_eager),
                         },
                         requests,
                     ),
@@ -268,7 +285,7 @@ async def main(requests: int) -> None:
                 mem = _report(
                     "non-streamed chat completion, in-memory upstream",
                     await _measure(
-                        store,
+                        (store,),
                         {
                             "bare": post(mem_bare),
                             "wrapped": post(mem_wrapped),
@@ -281,7 +298,7 @@ async def main(requests: int) -> None:
                 _report(
                     "streamed chat completion (40 deltas + usage), local upstream over TCP",
                     await _measure(
-                        store,
+                        (store,),
                         {"bare": post(bare, streamed), "wrapped": post(wrapped, streamed)},
                         requests // 3,
                     ),
@@ -309,10 +326,13 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=3000)
     parser.add_argument("--loop", choices=["asyncio", "uvloop"], default="uvloop")
+    parser.add_argument(
+        "--aggregate-linger", type=float, help="the real store's aggregate_linger (s)"
+    )
     args = parser.parse_args()
     if args.loop == "uvloop":
         import uvloop
 
-        uvloop.run(main(args.requests))
+        uvloop.run(main(args.requests, args.aggregate_linger))
     else:
-        asyncio.run(main(args.requests))
+        asyncio.run(main(args.requests, args.aggregate_linger))

@@ -55,7 +55,7 @@ from .events import (
 )
 from .pipeline.aggregate import IngestItem, TaggedEvent, aggregate
 from .pipeline.fanout import Fanout, Subscription
-from .pipeline.messages import Barrier, Nudge, PersistBatch
+from .pipeline.messages import Barrier, IngestWake, Nudge, PersistBatch
 from .pipeline.persist import persist
 from .pipeline.sync import (
     INBOX_CAPACITY,
@@ -103,6 +103,9 @@ def _wall_clock_ms() -> int:
 _DEFAULT_PRICING: list[PricingManager] = []
 
 
+_MAX_BATCH = 2_000  # the most events the aggregator takes in one batch
+
+
 def _default_pricing() -> PricingManager:
     # One bundled price table per process: resolving prices is costly, results are shared.
     if not _DEFAULT_PRICING:
@@ -124,6 +127,14 @@ class EventStore:
         sync: where to sync request events (``SyncConfig``), or ``None``.
         batch_size, batch_linger: the persister writes when this many events wait, or
             when the oldest has waited this many seconds (default 1,000 / 0.05 s).
+        aggregate_linger: when the aggregator wakes for an event and finds fewer than 8
+            waiting, it waits up to this many seconds (default 0.005) for more before
+            counting them, so events that trickle in one at a time (an HTTP client
+            awaiting each call) share the per-batch cost instead of paying it each. A
+            ``flush()``, the buffer filling up (``capacity // 8`` more events) and
+            closing the store cut it short; ``0`` turns it off, and so does a
+            ``capacity`` under 64. Stats, trackers and live subscribers see an event at
+            most this much later (``await flush()`` is current as before).
         drain_timeout: leaving ``async with`` waits at most this long (s) for the
             pipeline to write what it accepted; the hard backstop, not the plan. With
             ``sync``, the syncer's last round (``sync.shutdown_timeout``) comes on top.
@@ -180,6 +191,7 @@ class EventStore:
         history: int = 10_000,
         batch_size: int = 1_000,
         batch_linger: float = 0.05,
+        aggregate_linger: float = 0.005,
         drain_timeout: float = 10.0,
         synchronous: Synchronous = "NORMAL",
         subscriber_capacity: int = 1_000,
@@ -205,8 +217,10 @@ class EventStore:
             raise ValidationError(f"capacity must be a positive int, got {capacity!r}")
         if overflow not in ("drop_newest", "block"):
             raise ValidationError(f"overflow must be 'drop_newest' or 'block', got {overflow!r}")
-        if batch_size < 1 or batch_linger < 0 or drain_timeout < 0:
-            raise ValidationError("batch_size must be ≥ 1; batch_linger, drain_timeout ≥ 0")
+        if batch_size < 1 or batch_linger < 0 or drain_timeout < 0 or not aggregate_linger >= 0:
+            raise ValidationError(
+                "batch_size must be ≥ 1; batch_linger, aggregate_linger, drain_timeout ≥ 0"
+            )
         if max_pending_events is not None and (
             type(max_pending_events) is not int or max_pending_events < 1
         ):
@@ -228,6 +242,11 @@ class EventStore:
         self._pricing = pricing
         self._batch_size = batch_size
         self._batch_linger = batch_linger
+        # The aggregator's linger (see ``pipeline.aggregate``). Every producer counts its
+        # accepted items on the wake; a capacity under 64 or a zero linger disables it.
+        threshold = min(_MAX_BATCH, capacity // 8)
+        self._wake = IngestWake(aggregate_linger, threshold)
+        self._lingers = aggregate_linger > 0 and threshold >= 8
         # The syncer's last round starts once everything is written: it adds its own bound.
         self._drain_timeout = drain_timeout + (0.0 if sync is None else sync.shutdown_timeout)
         if sync is not None:
@@ -323,6 +342,8 @@ class EventStore:
                 on_emitted=self._on_emitted,
                 nudge=nudge,
                 environment=self.environment,
+                max_batch=_MAX_BATCH,
+                wake=self._wake if self._lingers else None,
             )
             await tg.start(aggregator, self._ingest_rx, persist_tx, self._aggregate, self._fanout)
             await tg.start(self._run_persister, persist_rx, totals, committed_tx, nudge)
@@ -343,7 +364,7 @@ class EventStore:
                 tg.start_soon(self._run_retention, self._storage, self._retention_interval)
         except BaseException as exc:
             self._state = _State.CLOSED
-            self._ingest_tx.close()  # end-of-stream for an aggregator that did start
+            self._close_ingest()  # end-of-stream for an aggregator that did start
             try:
                 await stack.__aexit__(type(exc), exc, exc.__traceback__)
             finally:
@@ -367,7 +388,7 @@ class EventStore:
             self._retention_scope.cancel()  # a loop without end: not part of the drain
         # Graceful stop: close the head stream and let end-of-stream cascade through the
         # actors. The body may have been cancelled: shield the drain, bounded by a deadline.
-        self._ingest_tx.close()
+        self._close_ingest()
         scope = self._tg.cancel_scope
         scope.shield = True
         scope.deadline = anyio.current_time() + self._drain_timeout
@@ -423,6 +444,11 @@ class EventStore:
                 else:
                     self._stored -= result.events
                 await anyio.sleep(interval_s)
+
+    def _close_ingest(self) -> None:
+        """End of stream for the aggregator (a lingering one included)."""
+        self._ingest_tx.close()
+        self._wake.fire()
 
     def _on_emitted(self, n: int) -> None:
         self._emitted += n
@@ -494,6 +520,10 @@ class EventStore:
             self._dropped["closed"] += 1
             return None
         self._accepted += 1
+        wake = self._wake
+        wake.left -= 1
+        if not wake.left:
+            wake.fire()  # the buffer is filling: the aggregator must stop lingering
         # Reading the depth costs about a microsecond: look every 64th event only.
         if not self._accepted & 63 and self._ingest_stats().current_buffer_used >= self._yield_at:
             await anyio.lowlevel.checkpoint()
@@ -519,6 +549,10 @@ class EventStore:
             self._dropped["closed"] += 1
             return False
         self._accepted += 1
+        wake = self._wake
+        wake.left -= 1
+        if not wake.left:
+            wake.fire()
         return True
 
     async def record(self, event: AnalyticsEvent) -> AnalyticsEvent | None:
@@ -975,6 +1009,10 @@ class EventStore:
             self._dropped["closed"] += 1
             return None
         self._accepted += 1
+        wake = self._wake
+        wake.left -= 1
+        if not wake.left:
+            wake.fire()
         return item.event
 
     def reserve(
@@ -1068,6 +1106,7 @@ class EventStore:
             await self._ingest_tx.send(barrier)
         except (anyio.ClosedResourceError, anyio.BrokenResourceError):
             return
+        self._wake.fire()  # a lingering aggregator takes the barrier now
         await barrier.done.wait()
 
     def stats(self) -> ComputedStats:

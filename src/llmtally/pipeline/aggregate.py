@@ -7,6 +7,21 @@ to live subscribers, logs them, and hands the batch and its delta to the persist
 Awaiting only when the stream is empty (or the persister is behind) keeps a hop at a
 fraction of a microsecond per event.
 
+Lingering (``wake``, an ``IngestWake``): events that trickle in one per event-loop
+iteration (an HTTP client awaiting each upstream call) would each make a batch of one,
+and a batch's fixed cost (the wake-up, the delta, the trackers, the hand-over to the
+persister) is some tens of microseconds. So when the aggregator wakes for an item and
+finds fewer than ``LINGER_BELOW`` waiting (and no flush barrier), it waits up to
+``wake.linger`` seconds for more before it counts them: one timer per batch, none while
+the stream is idle. The linger ends early when ``wake.threshold`` more items arrive (the
+buffer is filling: a fraction of its capacity, so the aggregator runs before it could
+overflow), when a ``flush()`` barrier arrives, and at end of stream — the producers fire
+the wake. Events that arrive together (a burst, many concurrent requests) make a batch
+big enough by themselves and are counted at once, as before. While events keep coming,
+the aggregator waits for the next batch the same way right after counting one (a single
+timer and wake-up per batch); after a linger nothing came to, a lone event or a flush, it
+waits idle again (no timer, no CPU until the next item).
+
 Besides events and ``Barrier``s the ingest stream carries ``TaggedEvent``s: an event
 with what only its producer knows — that it is a stream (``EventStore.track_stream``;
 counted as one whatever its fields) and the budget ``Reservation`` it settles (recorded
@@ -34,7 +49,7 @@ from ..analysis.stats import Aggregate, StatsDelta
 from ..analysis.trackers import Trackers
 from ..events import AnalyticsEvent, LlmRequestCompleted, LlmRequestFailed
 from .fanout import Fanout
-from .messages import Barrier, Nudge, PersistBatch
+from .messages import Barrier, IngestWake, Nudge, PersistBatch
 
 __all__ = [
     "IngestItem",
@@ -46,6 +61,9 @@ __all__ = [
 ]
 
 logger = logging.getLogger("llmtally")
+
+LINGER_BELOW = 8
+"""The aggregator lingers after a wake-up only when fewer items than this are waiting."""
 
 
 class TaggedEvent:
@@ -121,12 +139,16 @@ async def aggregate(
     on_emitted: Callable[[int], None] | None = None,
     nudge: Nudge | None = None,
     environment: str | None = None,
+    wake: IngestWake | None = None,
     task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run until the ingest stream ends, then close ``persist_tx`` (EOF for the persister).
 
     ``nudge``: told of every batch queued for the persister (see ``Nudge``).
     ``environment``: the envelope's environment of the budget events it adds.
+    ``wake``: linger for more items after a wake-up (see the module docstring); every
+    producer of ``ingest_rx`` must then count its items on it and fire it after a
+    barrier and at end of stream. ``None``: never linger.
 
     ``trackers=None`` turns the trackers off (benchmarks). ``on_emitted`` is told how
     many threshold events were added to a batch.
@@ -144,6 +166,7 @@ async def aggregate(
             on_emitted,
             nudge,
             environment,
+            wake,
         )
     finally:
         if nudge is not None:
@@ -161,24 +184,42 @@ async def _aggregate(
     on_emitted: Callable[[int], None] | None,
     nudge: Nudge | None,
     environment: str | None = None,
+    wake: IngestWake | None = None,
 ) -> None:
     async with ingest_rx, persist_tx:
         receive_nowait = ingest_rx.receive_nowait
         end = False
+        flowing = False  # the last round counted a batch: linger before going idle
         while not end:
-            try:
-                first = await ingest_rx.receive()
-            except anyio.EndOfStream:
-                break
-            items = [first]
-            while len(items) < max_batch:
-                try:
-                    items.append(receive_nowait())
-                except anyio.WouldBlock:
-                    break
+            items: list[IngestItem] = []
+            end = _take_waiting(receive_nowait, items, max_batch)
+            busy = bool(items)  # taken without waiting: let other tasks run after it
+            if not items and not end and (wake is None or not flowing):
+                try:  # idle: no timer, no CPU until an item arrives
+                    items.append(await ingest_rx.receive())
                 except anyio.EndOfStream:
-                    end = True
                     break
+                end = _take_waiting(receive_nowait, items, max_batch)
+            if (
+                wake is not None
+                and not end
+                and len(items) < LINGER_BELOW
+                and not any(type(i) is Barrier for i in items)
+            ):
+                # Linger once for more (the module docstring says what cuts it short).
+                # Right after a batch this is also how the aggregator waits for the
+                # next one while events keep trickling in: one timer, one wake-up.
+                busy = False
+                with anyio.CancelScope() as linger:
+                    wake.arm(linger)
+                    try:
+                        await anyio.sleep(wake.linger)
+                    finally:
+                        wake.disarm()
+                end = _take_waiting(receive_nowait, items, max_batch)
+            if not items:
+                flowing = False
+                continue  # a linger that nothing came to (or end of stream)
             events: list[AnalyticsEvent] = []
             barriers: list[Barrier] = []
             delta = StatsDelta()
@@ -233,6 +274,27 @@ async def _aggregate(
                 await persist_tx.send(batch)
             if nudge is not None:
                 nudge.sent(batch)
+            # Linger for the next batch only while events keep coming: not after a lone
+            # event (sparse traffic: each would cost a timer more), nor after a flush (a
+            # flush on a quiet store stays one plain wake-up).
+            flowing = len(items) > 1 and not barriers
+            if busy:
+                await anyio.lowlevel.checkpoint()  # as a waiting receive() would
+
+
+def _take_waiting(
+    receive_nowait: Callable[[], IngestItem], items: list[IngestItem], max_batch: int
+) -> bool:
+    """Append what is waiting now to ``items`` (up to ``max_batch``); True at EOF."""
+    append = items.append
+    while len(items) < max_batch:
+        try:
+            append(receive_nowait())
+        except anyio.WouldBlock:
+            return False
+        except anyio.EndOfStream:
+            return True
+    return False
 
 
 def _announce(crossings: list[ThresholdCrossing]) -> None:

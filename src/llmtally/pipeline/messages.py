@@ -9,7 +9,7 @@ import anyio
 from ..analysis.stats import StatsDelta
 from ..events import AnalyticsEvent
 
-__all__ = ["Barrier", "Nudge", "PersistBatch"]
+__all__ = ["Barrier", "IngestWake", "Nudge", "PersistBatch"]
 
 
 class Barrier:
@@ -54,3 +54,42 @@ class Nudge:
         self.queued = queued
         self.event = anyio.Event()
         return self.event
+
+
+class IngestWake:
+    """Cuts the aggregator's linger short (see ``pipeline.aggregate``).
+
+    When the aggregator wakes for an item and finds fewer than it wants waiting, it
+    ``arm``s this with the cancel scope of its linger (a plain sleep of ``linger``
+    seconds: one timer per batch, none while the stream is idle, and no exception when it
+    runs its course). Producers count every item they put in the ingest stream with
+    ``left -= 1`` and call ``fire`` when it reaches 0 (``threshold`` items arrived
+    meanwhile: the buffer is filling); a ``flush()`` barrier and the end of the stream
+    ``fire`` at once. While disarmed ``left`` is negative and keeps falling, so the count
+    costs producers one decrement and one comparison, and never fires by itself.
+    """
+
+    __slots__ = ("left", "linger", "scope", "threshold")
+
+    def __init__(self, linger: float, threshold: int) -> None:
+        self.linger = linger
+        self.threshold = threshold
+        self.scope: anyio.CancelScope | None = None
+        self.left = -1
+
+    def arm(self, scope: anyio.CancelScope) -> None:
+        """The aggregator lingers in ``scope`` with an empty stream; ``fire`` cancels it."""
+        self.left = self.threshold
+        self.scope = scope
+
+    def disarm(self) -> None:
+        """The linger is over (fired or ran its course)."""
+        self.scope = None
+        self.left = -1
+
+    def fire(self) -> None:
+        """End the current linger, if any (idempotent; cheap when there is none)."""
+        scope = self.scope
+        if scope is not None:
+            self.scope = None
+            scope.cancel()
