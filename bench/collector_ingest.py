@@ -1,16 +1,24 @@
-"""Collector ingest rate over HTTP, against plain sqlite3 on the same rows.
+"""Collector ingest rate over HTTP, against a plain insert of the same rows.
 
-Starts one ``llmtally serve`` process (uvloop, SQLite in a temporary folder), then a few
-concurrent async clients (httpx2, one connection each, pre-encoded bodies) post batches of
-Protocol 012 events over loopback until ``--events`` are in. Reports accepted events/s.
+Starts one ``llmtally serve`` process (uvloop), then a few concurrent async clients
+(httpx2, one connection each, pre-encoded bodies) post batches of Protocol 012 events
+over loopback until ``--events`` are in. Reports accepted events/s.
 
-In the same run, the plain baseline: ``sqlite3`` ``executemany`` of the same rows (built by
-``event_to_row``) into the same schema and indexes (``MIGRATIONS``), one transaction per
-batch of the same size, WAL and ``synchronous=NORMAL`` like the collector.
+Backends (``--db``):
+
+- ``sqlite`` (default): the collector's database is a file in a temporary folder. The
+  plain baseline, in the same run: ``sqlite3`` ``executemany`` of the same rows (built by
+  ``event_to_row``) into the same schema and indexes (``MIGRATIONS``), one transaction
+  per batch of the same size, WAL and ``synchronous=NORMAL`` like the collector.
+- a ``postgresql://`` URL: the collector and the baseline each get a fresh schema
+  there (dropped afterwards). The plain baseline: asyncpg ``copy_records_to_table`` of
+  the same rows straight into ``events`` (same schema and indexes, ``postgres.MIGRATIONS``),
+  one transaction per batch of the same size.
 
 Targets: >= 100,000 events/s over HTTP, and >= 40% of the plain rate.
 
     .venv/bin/python bench/collector_ingest.py [--events 200000] [--batch 500] [--clients 4]
+        [--db sqlite | postgresql://postgres@127.0.0.1:5432/test]
 """
 
 from __future__ import annotations
@@ -18,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import secrets
 import signal
 import socket
 import sqlite3
@@ -27,7 +36,7 @@ import tempfile
 import time
 from collections.abc import Coroutine, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx2
 import msgspec
@@ -44,6 +53,8 @@ from llmtally.events import (
 )
 from llmtally.storage.rows import COLUMNS, SYNCED, event_to_row
 from llmtally.storage.sqlite import MIGRATIONS
+
+T = TypeVar("T")
 
 TOKEN = "bench-ingest-token"
 MODELS = ["gpt-4o-mini", "gpt-4o", "claude-3-5-sonnet", "claude-3-5-haiku", "mistral-large"]
@@ -97,10 +108,10 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_collector(db: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
+def start_collector(db: str, port: int, log: Path) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("LLMTALLY_")}
     env["LLMTALLY_INGEST_TOKENS"] = TOKEN
-    cmd = [sys.executable, "-m", "llmtally.cli", "serve", "--db", str(db), "--port", str(port)]
+    cmd = [sys.executable, "-m", "llmtally.cli", "serve", "--db", db, "--port", str(port)]
     with log.open("wb") as out:
         proc = subprocess.Popen(
             [*cmd, "--log-level", "warning"], stdout=out, stderr=subprocess.STDOUT, env=env
@@ -152,13 +163,27 @@ async def post_all(url: str, bodies: list[bytes], clients: int) -> tuple[int, fl
     return sum(counts), elapsed
 
 
-def run_http(workdir: Path, wire: list[WireEvent], batch: int, clients: int) -> float:
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of process ``pid`` so far (Linux ``/proc``; else ``None``)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run_http(
+    db: str, log: Path, wire: list[WireEvent], batch: int, clients: int
+) -> tuple[float, float | None]:
+    """(accepted events/s, the collector's CPU microseconds per event or ``None``)."""
     encode = msgspec.json.Encoder().encode
     bodies = [encode(WireBatch(events=b)) for b in chunks(wire, batch)]
     port = free_port()
-    proc = start_collector(workdir / "collector.db", port, workdir / "collector.log")
+    proc = start_collector(db, port, log)
     try:
+        cpu0 = cpu_seconds(proc.pid)
         accepted, elapsed = _run(post_all(f"http://127.0.0.1:{port}", bodies, clients))
+        cpu1 = cpu_seconds(proc.pid)
     finally:
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(60)
@@ -166,10 +191,11 @@ def run_http(workdir: Path, wire: list[WireEvent], batch: int, clients: int) -> 
         raise SystemExit(f"accepted {accepted} of {len(wire)}")
     if code != 0:
         raise SystemExit(f"collector exited with {code}")
-    return accepted / elapsed
+    cpu_us = None if cpu0 is None or cpu1 is None else (cpu1 - cpu0) / accepted * 1e6
+    return accepted / elapsed, cpu_us
 
 
-def _run(coro: Coroutine[Any, Any, tuple[int, float]]) -> tuple[int, float]:
+def _run(coro: Coroutine[Any, Any, T]) -> T:
     """Run on uvloop when installed, like the collector."""
     try:
         import uvloop
@@ -178,10 +204,10 @@ def _run(coro: Coroutine[Any, Any, tuple[int, float]]) -> tuple[int, float]:
     return uvloop.run(coro)
 
 
-# --- plain sqlite3 -----------------------------------------------------------------------
+# --- plain baselines -----------------------------------------------------------------------
 
 
-def run_plain(workdir: Path, wire: list[WireEvent], batch: int) -> float:
+def run_plain_sqlite(workdir: Path, wire: list[WireEvent], batch: int) -> float:
     rows = [event_to_row(from_wire(w), SYNCED) for w in wire]
     conn = sqlite3.connect(workdir / "plain.db", isolation_level=None)
     try:
@@ -203,6 +229,67 @@ def run_plain(workdir: Path, wire: list[WireEvent], batch: int) -> float:
     return len(rows) / elapsed
 
 
+async def run_plain_postgres(url: str, wire: list[WireEvent], batch: int) -> float:
+    """asyncpg binary ``COPY`` of the same rows into the same schema, a transaction per
+    batch (``url`` names a fresh schema)."""
+    import asyncpg  # type: ignore[import-untyped]
+
+    from llmtally.storage.postgres import MIGRATIONS as PG_MIGRATIONS
+
+    rows = [event_to_row(from_wire(w), SYNCED) for w in wire]
+    conn = await asyncpg.connect(url)
+    try:
+        for migration in PG_MIGRATIONS:
+            await conn.execute(migration)
+        t0 = time.perf_counter()
+        for i in range(0, len(rows), batch):
+            async with conn.transaction():
+                await conn.copy_records_to_table(
+                    "events", records=rows[i : i + batch], columns=COLUMNS
+                )
+        elapsed = time.perf_counter() - t0
+        count = await conn.fetchval("SELECT count(*) FROM events")
+    finally:
+        await conn.close()
+    assert count == len(rows)
+    return len(rows) / elapsed
+
+
+async def _admin(url: str, sql: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+def _with_search_path(url: str, schema: str) -> str:
+    """``url`` with ``search_path`` set (asyncpg passes unknown query parameters on as
+    server settings)."""
+    return f"{url}{'&' if '?' in url else '?'}search_path={schema}"
+
+
+def run_postgres(
+    url: str, wire: list[WireEvent], batch: int, clients: int
+) -> tuple[tuple[float, float | None], float]:
+    """(``run_http``'s answer, plain rate), each in a fresh schema dropped afterwards."""
+    tag = secrets.token_hex(4)
+    schemas = [f"llmtally_bench_{tag}_collector", f"llmtally_bench_{tag}_plain"]
+    for schema in schemas:
+        _run(_admin(url, f'CREATE SCHEMA "{schema}"'))
+    try:
+        with tempfile.TemporaryDirectory(prefix="llmtally-bench-") as tmp:
+            log = Path(tmp) / "collector.log"
+            http = run_http(_with_search_path(url, schemas[0]), log, wire, batch, clients)
+        plain_rate = _run(run_plain_postgres(_with_search_path(url, schemas[1]), wire, batch))
+    finally:
+        for schema in schemas:
+            _run(_admin(url, f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+    return http, plain_rate
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -210,19 +297,31 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=200_000, help="events to post")
     parser.add_argument("--batch", type=int, default=500, help="events per request")
     parser.add_argument("--clients", type=int, default=4, help="concurrent clients")
+    parser.add_argument("--db", default="sqlite", help="'sqlite' (default) or a postgresql:// URL")
     args = parser.parse_args()
 
     wire = make_wire(args.events)
-    with tempfile.TemporaryDirectory(prefix="llmtally-bench-") as tmp:
-        workdir = Path(tmp)
-        http_rate = run_http(workdir, wire, args.batch, args.clients)
-        plain_rate = run_plain(workdir, wire, args.batch)
+    if args.db.startswith(("postgresql://", "postgres://")):
+        peer = "plain asyncpg COPY:"
+        (http_rate, cpu_us), plain_rate = run_postgres(args.db, wire, args.batch, args.clients)
+    elif args.db == "sqlite":
+        peer = "plain sqlite3:"
+        with tempfile.TemporaryDirectory(prefix="llmtally-bench-") as tmp:
+            workdir = Path(tmp)
+            db = str(workdir / "collector.db")
+            log = workdir / "collector.log"
+            http_rate, cpu_us = run_http(db, log, wire, args.batch, args.clients)
+            plain_rate = run_plain_sqlite(workdir, wire, args.batch)
+    else:
+        parser.error("--db must be 'sqlite' or a postgresql:// URL")
     ratio = http_rate / plain_rate
     cpus = os.cpu_count()
     print(f"events: {args.events:,}  batch: {args.batch}  clients: {args.clients}  cpus: {cpus}")
     print(f"collector over HTTP: {http_rate:>10,.0f} events/s   (target >= 100,000)")
-    print(f"plain sqlite3:       {plain_rate:>10,.0f} events/s")
+    print(f"{peer:<21}{plain_rate:>10,.0f} events/s")
     print(f"ratio:               {ratio:>10.0%}            (target >= 40%)")
+    if cpu_us is not None:
+        print(f"collector CPU:       {cpu_us:>10.1f} us/event")
 
 
 if __name__ == "__main__":

@@ -15,7 +15,8 @@ and the API show.
 
 from __future__ import annotations
 
-from typing import Annotated, Final, Literal, TypeAlias
+import re
+from typing import Annotated, Final, Literal, TypeAlias, cast
 
 import msgspec
 
@@ -51,6 +52,7 @@ __all__ = [
     "WireEvent",
     "decode_event",
     "decode_events",
+    "decode_wire_batch",
     "decode_wire_event",
     "default_severity",
     "encode_event",
@@ -296,10 +298,10 @@ def decode_events(data: bytes | str) -> list[AnalyticsEvent]:
 
 # --- Protocol 012 wire form -------------------------------------------------------------
 
-_UUID_PATTERN: Final = (
-    # ``(?!\n)``: in Python, a bare ``$`` also matches before a final newline.
-    r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}(?!\n)$"
-)
+_UUID: Final = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+_UUID_LENGTH: Final = 36
+# ``(?!\n)``: in Python, a bare ``$`` also matches before a final newline.
+_UUID_PATTERN: Final = rf"^{_UUID}(?!\n)$"
 _MAX_COUNT: Final = 2**53 - 1  # exact in every JSON reader
 _Count = Annotated[int, msgspec.Meta(ge=0, le=_MAX_COUNT)]
 _Name = Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
@@ -480,3 +482,41 @@ _wire_event_decoder: Final = msgspec.json.Decoder(WireEvent)
 def decode_wire_event(data: bytes | str) -> WireEvent:
     """Decode and validate one wire event. Raises ``msgspec.ValidationError``/``DecodeError``."""
     return _wire_event_decoder.decode(data)
+
+
+class _WireEventAnyId(WireEvent, frozen=True, kw_only=True, omit_defaults=True):
+    """``WireEvent`` whose ``event_id`` is checked afterwards, for a whole batch at once
+    (``_ids_valid``): msgspec runs a ``pattern`` through Python's ``re`` per value."""
+
+    event_id: str
+
+
+class _WireBatchAnyId(msgspec.Struct, frozen=True):
+    events: list[_WireEventAnyId]
+
+
+_wire_batch_decoder: Final = msgspec.json.Decoder(_WireBatchAnyId)
+# Ids joined by newlines, each followed by one: ``n`` ids of ``_UUID_PATTERN``.
+_ids_match: Final = re.compile(rf"(?:{_UUID}\n)*").fullmatch
+
+
+def _ids_valid(events: list[_WireEventAnyId]) -> bool:
+    """Whether every ``event_id`` matches ``_UUID_PATTERN``. A match of ``n`` ids joined
+    by newlines is exactly ``n`` valid ids when the text is ``37 * n`` characters long:
+    each matched line is 37 characters, and an id holding a newline would add a line."""
+    joined = "\n".join([w.event_id for w in events]) + "\n"
+    return len(joined) == (_UUID_LENGTH + 1) * len(events) and _ids_match(joined) is not None
+
+
+def decode_wire_batch(data: bytes | str) -> list[WireEvent] | None:
+    """Every event of a ``{"events": [...]}`` body when all of them are valid wire events,
+    else ``None`` (also for a body of another shape). The same acceptance as
+    ``decode_wire_event`` on each event, at a fraction of its cost for a valid batch: the
+    caller falls back to that, event by event, to name what it refuses."""
+    try:
+        events = _wire_batch_decoder.decode(data).events
+    except (msgspec.DecodeError, RecursionError):
+        return None
+    if not _ids_valid(events):
+        return None
+    return cast(list[WireEvent], events)

@@ -7,8 +7,10 @@ import time
 
 import anyio
 import httpx2
+import msgspec
 import pytest
 
+from llmtally.events import decode_wire_event
 from llmtally.server.ingest import RequestError, parse_batch
 
 from .collector import (
@@ -274,3 +276,43 @@ async def test_locked_database_is_503_with_retry_after(
     # Nothing was stored; the retry (what a syncer does after 503) goes through.
     r = await post(client, body(events))
     assert r.json() == {"accepted": 5, "duplicates": 0, "rejected": []}
+
+
+_ID = "0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b"
+
+
+@pytest.mark.parametrize(
+    "event_id",
+    [
+        pytest.param(_ID, id="valid"),
+        pytest.param(_ID.upper(), id="upper-case"),
+        pytest.param(_ID + "\n", id="trailing-newline"),
+        pytest.param(_ID + "\n" + _ID, id="two-ids-one-string"),
+        pytest.param(_ID[:-1], id="35-chars"),
+        pytest.param(_ID + "0", id="37-chars"),
+        pytest.param(_ID.replace("-", "_"), id="underscores"),
+        pytest.param(_ID[:-1] + "g", id="not-hex"),
+        pytest.param(_ID[:-1] + "\u0663", id="non-ascii-digit"),
+        pytest.param("", id="empty"),
+    ],
+)
+def test_parse_batch_fast_path_accepts_exactly_what_event_by_event_does(
+    event_id: str,
+) -> None:
+    # A valid neighbour on each side: the whole batch is checked at once on the fast path.
+    events = [wire_event(0), wire_event(1, event_id=event_id), wire_event(2)]
+    parsed = parse_batch(body(events), 10)
+    one_by_one = [decode_wire_event(msgspec.json.encode(e)) for e in events[::2]]
+    error: str | None = None
+    try:
+        one_by_one.insert(1, decode_wire_event(msgspec.json.encode(events[1])))
+    except msgspec.ValidationError as exc:
+        error = str(exc)
+    if error is None:
+        assert parsed.rejected == []
+    else:
+        echoed = event_id if len(event_id) <= 64 else None  # longer ones are not echoed
+        assert [(r.event_id, r.error) for r in parsed.rejected] == [(echoed, error)]
+    assert [msgspec.structs.asdict(w) for w in parsed.events] == [
+        msgspec.structs.asdict(w) for w in one_by_one
+    ]

@@ -17,7 +17,11 @@ A request goes through these steps; the first that fails decides the answer:
    Protocol 012 (a prompt, say) are dropped by the decoder and never stored.
 6. Storage stores each ``event_id`` once. A busy or locked database is a 503 with
    ``Retry-After: 1`` (the syncer retries; never a 4xx, which it would drop); any other
-   storage error is a logged 500.
+   storage error is a logged 500. Requests that arrive while a write is in progress are
+   written together, in one transaction (``ingest_writer``). Writes are serialised by
+   ``ServerContext.write_lock`` unless the storage declares ``concurrent_writes``
+   (PostgreSQL: a connection pool and row locks keep concurrent transactions
+   exactly-once); two may then be in progress at once.
 
 The answer is ``IngestResponse``: ``{"accepted", "duplicates", "rejected"}``.
 """
@@ -26,7 +30,7 @@ from __future__ import annotations
 
 import logging
 import math
-from contextlib import aclosing
+from contextlib import AbstractAsyncContextManager, aclosing, nullcontext
 from typing import Any, Final
 
 import anyio
@@ -40,12 +44,14 @@ from ..events import (
     IngestRejection,
     IngestResponse,
     WireEvent,
+    decode_wire_batch,
     decode_wire_event,
     from_wire,
 )
 from .auth import Scope
 from .context import ServerContext
 from .failures import is_transient
+from .ingest_writer import DEFAULT_MAX_GROUP_EVENTS, IngestWriter
 from .responses import error_response, json_response
 
 __all__ = ["INGEST_PATH", "ParsedBatch", "RequestError", "parse_batch", "read_body", "routes"]
@@ -55,6 +61,7 @@ INGEST_PATH: Final = "/api/v1/analytics/events"
 logger: Final = logging.getLogger("llmtally.server.ingest")
 
 _MAX_ECHOED_ID: Final = 64  # longer "ids" are not echoed back in ``rejected``
+_CONCURRENT_WRITERS: Final = 2  # writes in progress at once on a ``concurrent_writes`` storage
 
 
 class RequestError(Exception):
@@ -152,12 +159,19 @@ def parse_batch(body: bytes, max_batch: int) -> ParsedBatch:
     body of the wrong shape, 413
     for more than ``max_batch`` events. Invalid events do not raise: they are returned
     in ``rejected`` with the decoder's message.
+
+    The common case, a batch of valid events, is decoded in one call and its ids checked
+    together; any failure there (a refused event, a wrong shape, too many events) falls
+    back to the event-by-event path, so answers are those of that path.
     """
     try:
         # JSON text is UTF-8 (RFC 8259 §8.1); the decoder does not check what it skips.
         body.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise RequestError(400, f"body is not UTF-8: {exc.reason} at byte {exc.start}") from None
+    fast = decode_wire_batch(body)
+    if fast is not None and len(fast) <= max_batch:
+        return ParsedBatch(fast, [])
     try:
         envelope = _envelope_decoder.decode(body)
     except msgspec.ValidationError as exc:
@@ -185,6 +199,18 @@ def parse_batch(body: bytes, max_batch: int) -> ParsedBatch:
 
 def routes(ctx: ServerContext) -> list[BaseRoute]:
     """The ingest route, behind an ingest-scope token."""
+    concurrent = bool(getattr(ctx.storage, "concurrent_writes", False))
+
+    def write_guard() -> AbstractAsyncContextManager[object]:
+        return nullcontext() if concurrent else ctx.write_lock
+
+    writer = IngestWriter(
+        ctx.storage,
+        guard=write_guard,
+        is_transient=is_transient,
+        writers=_CONCURRENT_WRITERS if concurrent else 1,
+        max_events=max(DEFAULT_MAX_GROUP_EVENTS, ctx.max_batch),
+    )
 
     async def ingest_events(request: Request) -> Response:
         """Store a batch of Protocol 012 events; see the module docstring."""
@@ -202,11 +228,7 @@ def routes(ctx: ServerContext) -> list[BaseRoute]:
         if parsed.events:
             events: list[AnalyticsEvent] = [from_wire(w) for w in parsed.events]
             try:
-                async with ctx.write_lock:
-                    # A transaction must not be abandoned half-way: shield only the
-                    # write itself (bounded by the storage's busy timeout), not the wait.
-                    with anyio.CancelScope(shield=True):
-                        result = await ctx.storage.ingest(events)
+                result = await writer.ingest(events)  # the write itself is shielded
             except Exception as exc:
                 if is_transient(exc):
                     logger.warning("database busy, answered 503: %s", exc)

@@ -185,10 +185,30 @@ _LOCK_ROLLUPS: Final = (
     "ON CONFLICT (period_ms, dim, start_ms, value) DO UPDATE SET requests = rollups.requests "
     f"RETURNING period_ms, dim, start_ms, value, {_ROLLUP_STORED}"
 )
-_UPDATE_ROLLUP: Final = (
-    "UPDATE rollups SET "
-    + ", ".join(f"{c} = ${i}" for i, c in enumerate(ROLLUP_COLUMNS[4:], start=5))
-    + " WHERE period_ms = $1 AND dim = $2 AND start_ms = $3 AND value = $4"
+_ROLLUP_TYPES: Final = {
+    "period_ms": "bigint",
+    "dim": "text",
+    "start_ms": "bigint",
+    "value": "text",
+    "duration_sum": "float8",
+    "duration_min": "float8",
+    "duration_max": "float8",
+    "ttft_sum": "float8",
+    "ttft_min": "float8",
+    "ttft_max": "float8",
+    "sketches": "bytea",
+    "mix": "bytea",
+}
+# Every touched row in one statement: one array per column (``unnest`` zips them).
+_UPDATE_ROLLUPS: Final = (
+    "UPDATE rollups AS r SET "
+    + ", ".join(f"{c} = u.{c}" for c in ROLLUP_COLUMNS[4:])
+    + " FROM unnest("
+    + ", ".join(
+        f"${i}::{_ROLLUP_TYPES.get(c, 'bigint')}[]" for i, c in enumerate(ROLLUP_COLUMNS, start=1)
+    )
+    + f") AS u({', '.join(ROLLUP_COLUMNS)}) WHERE r.period_ms = u.period_ms AND r.dim = u.dim "
+    "AND r.start_ms = u.start_ms AND r.value = u.value"
 )
 
 
@@ -210,6 +230,9 @@ class PostgresStorage:
 
     durable = True
     has_rollups = True
+    concurrent_writes = True
+    """Writes may run side by side (each on its own pooled connection): the collector
+    need not serialise them."""
 
     def __init__(
         self,
@@ -304,7 +327,10 @@ class PostgresStorage:
             records=[(i, *event_to_row(e, state)) for i, e in enumerate(events)],
             columns=("ord", *COLUMNS),
         )
-        stored = {str(r[0]) for r in await conn.fetch(_INSERT_FROM_INCOMING)}
+        returned = await conn.fetch(_INSERT_FROM_INCOMING)
+        if len(returned) == len(events):
+            return list(events)  # every id new (so none repeated within the batch)
+        stored = {str(r[0]) for r in returned}
         new: list[AnalyticsEvent] = []
         for e in events:
             event_id = e.event_id.lower()
@@ -331,7 +357,7 @@ class PostgresStorage:
             merged = rollup_from_row(tuple(row)[4:])
             merged.merge(deltas[key])
             updates.append((*key, *rollup_to_row(merged, percentiles=key[0] == HOUR_MS)))
-        await conn.executemany(_UPDATE_ROLLUP, updates)
+        await conn.execute(_UPDATE_ROLLUPS, *map(list, zip(*updates, strict=True)))
 
     async def write_batch(
         self, events: Sequence[AnalyticsEvent], checkpoint: StatsDelta | None = None
