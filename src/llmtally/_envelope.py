@@ -44,6 +44,7 @@ __all__ = [
     "check_schema_version",
     "check_severity",
     "check_tags",
+    "is_environment",
     "is_ref",
     "is_tag_key",
     "is_tag_value",
@@ -84,7 +85,8 @@ TAG_VALUE_PATTERN: Final = _anchored(_TAG_VALUE_BODY)
 _schema_version_ok: Final = re.compile(_SCHEMA_VERSION_BODY).fullmatch
 is_ref: Final = re.compile(_REF_BODY).fullmatch
 """``is_ref(s)`` is truthy when ``s`` is a valid correlation id / parent event id."""
-_environment_ok: Final = re.compile(_ENVIRONMENT_BODY).fullmatch
+is_environment: Final = re.compile(_ENVIRONMENT_BODY).fullmatch
+"""``is_environment(s)`` is truthy when ``s`` is a valid (non-empty) environment name."""
 is_tag_key: Final = re.compile(_TAG_KEY_BODY).fullmatch
 """``is_tag_key(s)`` is truthy when ``s`` is a valid tag key."""
 is_tag_value: Final = re.compile(_TAG_VALUE_BODY).fullmatch
@@ -126,7 +128,7 @@ def check_environment(value: object) -> str | None:
     """An optional environment name; ``None`` and ``""`` are none."""
     if value is None or value == "":
         return None
-    if type(value) is str and _environment_ok(value):
+    if type(value) is str and is_environment(value):
         return value
     raise ValidationError(
         f"environment must be 1-{MAX_ENVIRONMENT_LENGTH} characters of letters, digits "

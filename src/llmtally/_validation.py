@@ -185,6 +185,12 @@ def check_event(event: object) -> None:
     UUID (the collector accepts nothing else). Raises ``ValidationError``."""
     if type(event) is not AnalyticsEvent:
         raise ValidationError(f"expected an AnalyticsEvent, got {type(event).__name__}")
+    if not _plainly_valid(event):
+        check_fields(event)
+
+
+def check_fields(event: AnalyticsEvent) -> None:
+    """``check_event``'s field-by-field checks (without its fast path)."""
     if type(event.event_id) is not str or not _EVENT_ID.fullmatch(event.event_id):
         raise ValidationError(f"event_id must be a lowercase UUID, got {event.event_id!r}")
     check_timestamp(event.timestamp_ms)
@@ -220,6 +226,66 @@ def check_event(event: object) -> None:
         or event.tags is not None
     ):
         _check_envelope(event)
+
+
+def _id_ok(v: object) -> bool:
+    return type(v) is str and 0 < len(v) <= MAX_ID_LENGTH and v.isascii()
+
+
+def _ms_ok(v: object) -> bool:
+    return v is None or (type(v) is float and 0.0 <= v <= MAX_DURATION_MS)
+
+
+def _plainly_valid(e: AnalyticsEvent) -> bool:
+    """One inline test of the shape nearly every event has (a completed request, ASCII
+    ids, float durations, the envelope at its defaults but for ``environment``): ``True``
+    only when every check of ``check_event`` would pass. ``False`` decides nothing: the
+    field-by-field checks run and name what is wrong. (They cost ~3 µs an event, this
+    ~1 µs: an integration records each request through here.)"""
+    p = e.payload
+    if type(p) is not LlmRequestCompleted:
+        return False
+    i, c, w = p.input_tokens, p.cached_input_tokens, p.cache_write_input_tokens
+    o, cost, eid, ts = p.output_tokens, p.cost_nanos, e.event_id, e.timestamp_ms
+    a, pid, ep, envn = e.agent_id, p.provider_id, p.endpoint, e.environment
+    rate = p.output_tokens_per_s
+    status: object = p.pricing_status  # typed as a Literal; a pre-built event may lie
+    return (
+        type(eid) is str
+        and _EVENT_ID.fullmatch(eid) is not None
+        and type(ts) is int
+        and 0 <= ts <= MAX_COUNT
+        and e.synced is False
+        and _id_ok(p.model)
+        and _id_ok(p.provider)
+        and (a is None or _id_ok(a))
+        and (pid is None or _id_ok(pid))
+        and (ep is None or _id_ok(ep))
+        and type(i) is int
+        and type(c) is int
+        and type(w) is int
+        and type(o) is int
+        and type(cost) is int
+        and c >= 0
+        and w >= 0
+        and c + w <= i <= MAX_COUNT
+        and 0 <= o <= MAX_COUNT
+        and 0 <= cost <= MAX_COUNT
+        and type(status) is str
+        and status in ("priced", "unpriced")
+        and _ms_ok(p.duration_ms)
+        and _ms_ok(p.ttft_ms)
+        and _ms_ok(p.itl_mean_ms)
+        and _ms_ok(p.itl_p95_ms)
+        and (rate is None or (type(rate) is float and 0.0 <= rate <= MAX_TOKENS_PER_S))
+        and type(p.usage_missing) is bool
+        and e.schema_version is env.SCHEMA_VERSION
+        and e.correlation_id is None
+        and e.parent_event_id is None
+        and e.severity is None
+        and e.tags is None
+        and (envn is None or (type(envn) is str and env.is_environment(envn) is not None))
+    )
 
 
 def _check_envelope(event: AnalyticsEvent) -> None:

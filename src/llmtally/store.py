@@ -19,7 +19,7 @@ import logging
 import os
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from decimal import Decimal
 from fractions import Fraction
@@ -290,6 +290,7 @@ class EventStore:
             budgets, now_ms=self._clock(), max_patterns=max_error_patterns, max_models=max_keys
         )
         self._emitted = 0  # budget-threshold events the aggregator added
+        self._actor_scopes: list[anyio.CancelScope] = []  # see ``_shielded``
 
     # --- lifecycle ---------------------------------------------------------------------
 
@@ -345,8 +346,17 @@ class EventStore:
                 max_batch=_MAX_BATCH,
                 wake=self._wake if self._lingers else None,
             )
-            await tg.start(aggregator, self._ingest_rx, persist_tx, self._aggregate, self._fanout)
-            await tg.start(self._run_persister, persist_rx, totals, committed_tx, nudge)
+            await tg.start(
+                self._shielded,
+                aggregator,
+                self._ingest_rx,
+                persist_tx,
+                self._aggregate,
+                self._fanout,
+            )
+            await tg.start(
+                self._shielded, self._run_persister, persist_rx, totals, committed_tx, nudge
+            )
             if self.sync_config is not None:
                 assert self._sync_state is not None
                 syncer = functools.partial(
@@ -358,7 +368,7 @@ class EventStore:
                     on_marked=self._on_synced,
                     hooks=self._sync_hooks,
                 )
-                await tg.start(syncer, sync_rx)
+                await tg.start(self._shielded, syncer, sync_rx)
             if self._retention_interval is not None and isinstance(self._storage, QueryStorage):
                 self._retention_scope = anyio.CancelScope()
                 tg.start_soon(self._run_retention, self._storage, self._retention_interval)
@@ -392,6 +402,8 @@ class EventStore:
         scope = self._tg.cancel_scope
         scope.shield = True
         scope.deadline = anyio.current_time() + self._drain_timeout
+        for actor in self._actor_scopes:
+            actor.deadline = scope.deadline
         try:
             await self._stack.aclose()
         except BaseExceptionGroup as group:
@@ -400,13 +412,28 @@ class EventStore:
             raise
         finally:
             self._state = _State.CLOSED
-            if scope.cancelled_caught:
+            if scope.cancelled_caught or any(a.cancelled_caught for a in self._actor_scopes):
                 logger.error("llmtally: shutdown deadline (%.1fs) reached", self._drain_timeout)
             # Cut off by the deadline before the persister had them (in the ingest buffer,
             # the aggregator or the persister's queue): lost too, and counted as such.
             stranded = self.unpersisted_count()
             if stranded > 0:
                 self._on_persist_lost(stranded)
+
+    async def _shielded(
+        self,
+        actor: Callable[..., Awaitable[None]],
+        *args: object,
+        task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Run ``actor`` shielded from outside cancellation: cancelling the body of
+        ``async with`` (a timeout around the router, a cancelled task group — the body
+        runs inside the actors' task group) must not reach the actors while they hold
+        accepted events. ``__aexit__`` drains them, bounded by ``drain_timeout`` through
+        the scope's deadline."""
+        with anyio.CancelScope(shield=True) as scope:
+            self._actor_scopes.append(scope)
+            await actor(*args, task_status=task_status)
 
     async def _run_persister(
         self,

@@ -237,6 +237,27 @@ async def test_cancellation_of_the_body_still_persists(db_path: Path) -> None:
         assert store.stats().total_requests == 100
 
 
+@pytest.mark.parametrize("held", [5, 100])
+async def test_cancelling_the_body_while_the_actors_hold_events_loses_none(
+    db_path: Path, held: int
+) -> None:
+    """The cancellation of the body must not reach the actors before the store's exit
+    shields them: the events they hold (in the aggregator's linger, the persister's
+    batch) are written, not counted lost."""
+    with anyio.CancelScope() as scope:
+        async with EventStore(db_path, batch_linger=10.0) as store:
+            for i in range(held):
+                await store.record_llm_completed("gpt-4o-mini", input_tokens=i)
+            for _ in range(5):
+                await anyio.lowlevel.checkpoint()  # the actors take the events in hand
+            scope.cancel()
+            await anyio.sleep_forever()
+    assert store.dropped_count() == 0
+    async with EventStore(db_path) as reopened:
+        assert len(reopened) == held
+        assert reopened.stats().total_requests == held
+
+
 async def test_calls_after_close_are_dropped_and_counted(db_path: Path) -> None:
     store = EventStore(db_path)
     async with store:
