@@ -27,7 +27,7 @@ import uvicorn.config
 from .._exceptions import ConfigurationError
 from ..analysis.anomaly import DetectorConfig
 from ..storage.base import EventStorage
-from ..storage.sqlite import SqliteStorage
+from ..storage.sqlite import SqliteStorage, Writer
 from .app import create_app
 from .auth import Auth
 from .budget_file import load_budgets
@@ -61,6 +61,8 @@ class ServeOptions:
     max_batch: int = DEFAULT_MAX_BATCH
     body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S
     busy_timeout_ms: int = 5_000
+    writer: Writer = "process"
+    """SQLite only: where ingest writes run (``SqliteStorage(writer=...)``)."""
     log_level: str = "info"
     access_log: bool = False
     shutdown_timeout: int = 30
@@ -136,6 +138,7 @@ def _redacted(db: str) -> str:
 
 def _storage_for(options: ServeOptions) -> EventStorage:
     storage: EventStorage
+    check: EventStorage
     if _is_postgres(options.db):
         try:
             from ..storage.postgres import PostgresStorage
@@ -144,13 +147,17 @@ def _storage_for(options: ServeOptions) -> EventStorage:
                 f"PostgreSQL needs the postgres extra (pip install 'llmtally[postgres]'): {exc}",
                 exit_code=2,
             ) from None
-        storage = PostgresStorage(options.db, busy_timeout_ms=options.busy_timeout_ms)
+        storage = check = PostgresStorage(options.db, busy_timeout_ms=options.busy_timeout_ms)
     else:
-        storage = SqliteStorage(options.db, busy_timeout_ms=options.busy_timeout_ms)
+        # ":memory:" has no file for a writer process to open.
+        writer = "thread" if options.db == ":memory:" else options.writer
+        storage = SqliteStorage(options.db, busy_timeout_ms=options.busy_timeout_ms, writer=writer)
+        # Checked without starting a writer process: the one that serves starts its own.
+        check = SqliteStorage(options.db, busy_timeout_ms=options.busy_timeout_ms)
     try:
         # Open once before serving so that a bad path or a failed migration is one
         # clear line and exit 1, not a lifespan traceback. Runs before any server loop.
-        asyncio.run(_check_storage(storage))
+        asyncio.run(_check_storage(check))
     except Exception as exc:
         raise ServeError(f"cannot open database {_redacted(options.db)}: {exc}") from None
     return storage
