@@ -110,9 +110,10 @@ def _add_serve_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--writer",
         choices=("thread", "process"),
-        default="process",
-        help="SQLite: where ingest writes run: a child process beside the event loop "
-        "(faster), or a thread that shares its GIL (one process less); ignored for PostgreSQL",
+        default="thread",
+        help="SQLite: where ingest writes run: a thread sharing the event loop's GIL, or a "
+        "child process beside it (half the event loop's CPU per event, one process more); "
+        "ignored for PostgreSQL",
     )
     p.add_argument(
         "--shutdown-timeout",

@@ -107,8 +107,8 @@ def test_detector_flags_and_their_defaults() -> None:
 
 
 def test_writer_flag_and_its_default() -> None:
-    assert build_parser().parse_args(["serve"]).writer == "process"
-    assert build_parser().parse_args(["serve", "--writer", "thread"]).writer == "thread"
+    assert build_parser().parse_args(["serve"]).writer == "thread"
+    assert build_parser().parse_args(["serve", "--writer", "process"]).writer == "process"
 
 
 @pytest.mark.asyncio

@@ -61,7 +61,7 @@ class ServeOptions:
     max_batch: int = DEFAULT_MAX_BATCH
     body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S
     busy_timeout_ms: int = 5_000
-    writer: Writer = "process"
+    writer: Writer = "thread"
     """SQLite only: where ingest writes run (``SqliteStorage(writer=...)``)."""
     log_level: str = "info"
     access_log: bool = False
