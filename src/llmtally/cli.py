@@ -108,6 +108,14 @@ def _add_serve_arguments(p: argparse.ArgumentParser) -> None:
         help="how long a write waits on a locked database before answering 503",
     )
     p.add_argument(
+        "--writer",
+        choices=("thread", "process"),
+        default="thread",
+        help="SQLite: where ingest writes run: a thread sharing the event loop's GIL, or a "
+        "child process beside it (half the event loop's CPU per event, one process more); "
+        "ignored for PostgreSQL",
+    )
+    p.add_argument(
         "--shutdown-timeout",
         type=_types.positive_int,
         default=30,
@@ -155,6 +163,7 @@ def _run_serve(args: argparse.Namespace) -> int:
         max_batch=args.max_batch,
         body_timeout_s=args.body_timeout,
         busy_timeout_ms=args.busy_timeout_ms,
+        writer=args.writer,
         log_level=args.log_level,
         access_log=args.access_log,
         shutdown_timeout=args.shutdown_timeout,

@@ -106,6 +106,41 @@ def test_detector_flags_and_their_defaults() -> None:
     assert (args.detect_interval, args.anomaly_sensitivity) == (0, 6.5)
 
 
+def test_writer_flag_and_its_default() -> None:
+    assert build_parser().parse_args(["serve"]).writer == "thread"
+    assert build_parser().parse_args(["serve", "--writer", "process"]).writer == "process"
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("writer", ["thread", "process"])
+async def test_each_writer_dedupes_and_answers_503_when_locked(tmp_path: Path, writer: str) -> None:
+    collector = start_collector(tmp_path, "--writer", writer, "--busy-timeout-ms", "100")
+    try:
+        events = wire_batch(6)
+        async with httpx2.AsyncClient(
+            base_url=collector.url,
+            timeout=10.0,
+            headers={"Authorization": f"Bearer {INGEST_TOKEN}"},
+        ) as client:
+            r = await client.post(EVENTS_PATH, content=body([*events[:4], events[0]]), headers=JSON)
+            assert r.json() == {"accepted": 4, "duplicates": 1, "rejected": []}
+            conn = sqlite3.connect(collector.db, timeout=0, isolation_level=None)
+            try:
+                conn.execute("BEGIN EXCLUSIVE")
+                busy = await client.post(EVENTS_PATH, content=body(events), headers=JSON)
+                conn.execute("ROLLBACK")
+            finally:
+                conn.close()
+            assert busy.status_code == 503, busy.text
+            assert busy.headers["retry-after"] == "1"
+            r = await client.post(EVENTS_PATH, content=body(events), headers=JSON)
+            assert r.json() == {"accepted": 2, "duplicates": 4, "rejected": []}
+    finally:
+        assert collector.terminate() == 0, collector.log_text()
+    ids = [e["event_id"] for e in events]
+    assert stored_id_counts(collector.db, ids) == dict.fromkeys(ids, 1)
+
+
 @pytest.mark.asyncio
 async def test_insecure_no_auth_opens_every_endpoint_and_warns(tmp_path: Path) -> None:
     # The detector flags too: a pass every second must not disturb serving or SIGTERM.

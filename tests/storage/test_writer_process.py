@@ -163,3 +163,84 @@ def _count(path: Path) -> int:
         return int(db.execute("SELECT count(*) FROM events").fetchone()[0])
     finally:
         db.close()
+
+
+# --- the collector's ingest through the writer process ----------------------------------
+
+
+async def test_ingest_in_the_child_dedupes_like_the_thread_writer(tmp_path: Path) -> None:
+    batch = random_requests(120, seed=31, start_ms=T0, span_ms=3 * HOUR_MS)
+    requests = [
+        [*batch[:80], batch[3], batch[3]],  # repeats within the request
+        [*batch[60:], batch[0]],  # 20 + 1 stored by the first already
+        batch[:10],  # all stored
+    ]
+    answers, contents = [], []
+    for writer in ("thread", "process"):
+        s = SqliteStorage(tmp_path / f"{writer}.db", writer=writer)
+        await s.open()
+        try:
+            results = [await s.ingest(r) for r in requests]
+            answers.append([([e.event_id for e in r.inserted], r.duplicates) for r in results])
+            contents.append(await _contents(s))
+        finally:
+            await s.close()
+    thread, process = answers
+    assert [len(ids) for ids, _ in process] == [80, 40, 0]
+    assert [dup for _, dup in process] == [2, 21, 10]
+    assert process[0][0] == [e.event_id for e in batch[:80]]  # in request order
+    assert process == thread
+    assert len(contents[1][0]) == 120
+    assert contents[1] == contents[0]  # same rows (synced) and the same rollups
+
+
+async def test_a_writer_killed_between_ingests_is_replaced_unnoticed(tmp_path: Path) -> None:
+    storage = SqliteStorage(tmp_path / "a.db", writer="process")
+    await storage.open()
+    try:
+        events = random_requests(30, seed=32, start_ms=T0, span_ms=HOUR_MS)
+        assert len((await storage.ingest(events[:10])).inserted) == 10
+        writer = _writer(storage)
+        process = writer._process
+        assert process is not None
+        process.kill()
+        with anyio.fail_after(10):
+            await process.wait()  # dead before the next request is sent
+        result = await storage.ingest(events[5:])  # no error: sent again to a new child
+        assert len(result.inserted) == 20
+        assert result.duplicates == 5
+        assert writer.starts == 2
+        assert await storage.count_events() == 30
+    finally:
+        await storage.close()
+
+
+async def test_a_busy_database_fails_an_ingest_as_transient(tmp_path: Path) -> None:
+    from llmtally.server.failures import is_transient
+
+    storage = SqliteStorage(tmp_path / "a.db", writer="process", busy_timeout_ms=10)
+    await storage.open()
+    try:
+        events = random_requests(5, seed=33, start_ms=T0, span_ms=10)
+        other = sqlite3.connect(tmp_path / "a.db", isolation_level=None)
+        try:
+            other.execute("BEGIN EXCLUSIVE")
+            with pytest.raises(WriterError, match="database is locked") as info:
+                await storage.ingest(events)
+            other.execute("ROLLBACK")
+        finally:
+            other.close()
+        assert info.value.kind == "OperationalError"
+        assert is_transient(info.value)  # the collector answers 503 + Retry-After
+        assert _writer(storage).starts == 1  # a refusal is not a crash
+        assert len((await storage.ingest(events)).inserted) == 5  # nothing was stored
+    finally:
+        await storage.close()
+
+
+def test_only_a_locked_database_in_the_child_is_transient() -> None:
+    from llmtally.server.failures import is_transient
+
+    assert is_transient(WriterError("OperationalError: database is locked", "OperationalError"))
+    assert not is_transient(WriterError("IntegrityError: locked", "IntegrityError"))
+    assert not is_transient(WriterError("the writer process failed (EndOfStream: )"))

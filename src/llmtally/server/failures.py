@@ -2,13 +2,17 @@
 
 The collector answers those with 503 and ``Retry-After``, so a syncer keeps the events
 pending and retries; every other storage error is a 500. A busy database is never
-reported as bad input (4xx), which a syncer would drop.
+reported as bad input (4xx), which a syncer would drop. SQLite's writer process
+(``writer="process"``) reports the child's error as a ``WriterError`` carrying the
+exception's type name (``kind``) and message: a locked database there is transient too.
 """
 
 from __future__ import annotations
 
 import sqlite3
 from typing import Final
+
+from ..storage.writer_process import WriterError
 
 __all__ = ["is_transient"]
 
@@ -24,7 +28,9 @@ _PG_TRANSIENT: Final = frozenset(
 
 def is_transient(exc: BaseException) -> bool:
     """Whether ``exc`` (raised by a storage backend) means "busy, try again shortly"."""
-    if isinstance(exc, sqlite3.OperationalError):
+    if isinstance(exc, sqlite3.OperationalError) or (
+        isinstance(exc, WriterError) and exc.kind == "OperationalError"
+    ):
         message = str(exc).lower()
         return any(marker in message for marker in _SQLITE_MARKERS)
     sqlstate = getattr(exc, "sqlstate", None)

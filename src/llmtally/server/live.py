@@ -94,6 +94,9 @@ class _Facets:
     provider: str | None
 
 
+_LIVE_PAYLOADS: Final = frozenset({LlmRequestCompleted, LlmRequestFailed, AnomalyDetected})
+
+
 def _facets(event: AnalyticsEvent) -> _Facets | None:
     """The facets of an event live streams carry; ``None`` for the others."""
     p = event.payload
@@ -191,7 +194,7 @@ class LiveHub:
         self.buffer_size = buffer_size
         self.max_subscribers = max_subscribers
         self.keepalive_s = keepalive_s
-        self._recent: deque[tuple[AnalyticsEvent, _Facets]] = deque(maxlen=replay_size)
+        self._recent: deque[AnalyticsEvent] = deque(maxlen=replay_size)
         self._subscribers: set[Subscription] = set()
         self._closed = False
         self.published = 0
@@ -210,15 +213,21 @@ class LiveHub:
     def publish(self, events: Sequence[AnalyticsEvent]) -> None:
         """Offer newly stored request events and anomalies to every matching subscriber;
         never blocks or raises. Each event is encoded once, and only if a subscriber
-        wants it (with nobody listening, publishing is an append to the replay buffer).
-        Other event types (``LIVE_EVENT_TYPES``) are skipped."""
+        wants it (with nobody listening, publishing is one pass to pick the live events
+        and an extend of the replay buffer). Other event types (``LIVE_EVENT_TYPES``)
+        are skipped."""
+        live = [e for e in events if type(e.payload) in _LIVE_PAYLOADS]
+        if not live:
+            return
+        self.published += len(live)
+        # Only the last ``replay_size`` can stay: skip copying the rest in.
+        self._recent.extend(live[-self._recent.maxlen :] if self._recent.maxlen else ())
         subscribers = self._subscribers
-        for event in events:
+        if not subscribers:
+            return
+        for event in live:
             facets = _facets(event)
-            if facets is None:
-                continue
-            self.published += 1
-            self._recent.append((event, facets))
+            assert facets is not None
             frame: bytes | None = None
             for sub in subscribers:
                 if sub.filter.matches(event, facets):
@@ -232,8 +241,12 @@ class LiveHub:
             return []
         recent = list(self._recent)
         for i in range(len(recent) - 1, -1, -1):
-            if recent[i][0].event_id == last_event_id:
-                return [encode_frame(e) for e, p in recent[i + 1 :] if flt.matches(e, p)]
+            if recent[i].event_id == last_event_id:
+                return [
+                    encode_frame(e)
+                    for e in recent[i + 1 :]
+                    if (facets := _facets(e)) is not None and flt.matches(e, facets)
+                ]
         return []
 
     @asynccontextmanager

@@ -42,6 +42,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from decimal import Decimal
 from fractions import Fraction
+from itertools import chain
 from typing import Final, Protocol
 
 import msgspec
@@ -77,6 +78,7 @@ from .params import (
 from .responses import error_response, exception_handlers, json_response
 
 __all__ = [
+    "DEFAULT_FOLD_EVENTS",
     "ERRORS_QUERY",
     "MAX_PATTERNS",
     "SLO_QUERY",
@@ -91,6 +93,8 @@ __all__ = [
 
 logger: Final = logging.getLogger("llmtally.server.observability")
 
+DEFAULT_FOLD_EVENTS: Final = 5_000
+"""``CollectorView``: observed events folded in together at most (ten requests of 500)."""
 MAX_PATTERNS: Final = 1_000
 """The largest ``limit`` of ``/analytics/errors``."""
 ERRORS_QUERY: Final = QuerySpec(
@@ -149,7 +153,8 @@ class CollectorView:
     """The collector's live statistics and trackers, fed with the events it stores.
 
     ``observe`` is the ingest path's hook (synchronous, on the event loop's thread); the
-    readers are the same as ``EventStore``'s. Counts start at zero when the process starts
+    readers are the same as ``EventStore``'s. ``fold_events``: how many observed events
+    may wait to be folded in together (see ``observe``). Counts start at zero when the process starts
     (see the module docstring).
     """
 
@@ -160,17 +165,39 @@ class CollectorView:
         max_keys: int = 10_000,
         max_error_patterns: int = 1_000,
         budgets: CollectorBudgets | None = None,
+        fold_events: int = DEFAULT_FOLD_EVENTS,
     ) -> None:
+        if fold_events < 1:
+            raise ValueError("fold_events must be at least 1")
         self._clock = clock or _wall_clock_ms
         self._budgets = budgets
         self._aggregate = Aggregate(max_keys=max_keys)
         self._trackers = Trackers(max_patterns=max_error_patterns, max_models=max_keys)
+        self._fold_events = fold_events
+        self._pending: list[Sequence[AnalyticsEvent]] = []
+        self._pending_count = 0
 
     def observe(self, events: Sequence[AnalyticsEvent]) -> None:
         """Count events just stored (each event id once). Never raises: a failure here is
-        logged, and must not fail the ingest request that stored them."""
+        logged, and must not fail the ingest request that stored them.
+
+        Batches are folded in together, ``fold_events`` events at a time or when a reader
+        asks, whichever comes first: the statistics' and trackers' per-batch work (keys,
+        sketches, SLO minutes) is then paid once for many requests. Readers always see
+        every event observed before they were called."""
         if not events:
             return
+        self._pending.append(events)
+        self._pending_count += len(events)
+        if self._pending_count >= self._fold_events:
+            self._fold()
+
+    def _fold(self) -> None:
+        pending = self._pending
+        if not pending:
+            return
+        self._pending, self._pending_count = [], 0
+        events = pending[0] if len(pending) == 1 else list(chain.from_iterable(pending))
         try:
             delta = StatsDelta().add_all(events)
             self._aggregate.apply(delta)
@@ -180,24 +207,29 @@ class CollectorView:
 
     def stats(self) -> ComputedStats:
         """Totals of what this process ingested."""
+        self._fold()
         return self._aggregate.snapshot()
 
     def observed_state(self) -> tuple[Aggregate, Trackers]:
         """The live statistics and trackers (read-only)."""
+        self._fold()
         return self._aggregate, self._trackers
 
     def error_patterns(self, n: int = 20) -> ErrorPatternsSnapshot:
         """The ``n`` most frequent error patterns."""
+        self._fold()
         return self._trackers.errors.snapshot(n)
 
     def slo_status(
         self, target: float | str | Decimal | Fraction = 0.999, window_ms: int = HOUR_MS
     ) -> SloStatus:
         """The SLO over the window ending now (wall clock); raises ``ValueError``."""
+        self._fold()
         return self._trackers.slo.status(self._clock(), target, window_ms)
 
     def streaming_stats(self) -> StreamingSnapshot:
         """Streams seen in ingested events (no active gauge: a collector sees ends only)."""
+        self._fold()
         return self._trackers.streaming.snapshot()
 
     def budget_status(self) -> list[BudgetStatus]:

@@ -22,7 +22,6 @@ import struct
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
-from itertools import chain
 from pathlib import Path
 from typing import Any, Final, Literal, TypeVar
 
@@ -59,14 +58,10 @@ from .rollups import (
     HOUR_MS,
     MINUTE_MS,
     ROLLUP_COLUMNS,
-    Rollup,
-    RollupKey,
     rollup_events,
-    rollup_from_row,
-    rollup_to_row,
 )
 from .rows import COLUMNS, PENDING, SYNCED, endpoint_of, event_to_row, row_to_event
-from .sqlite_write import write_events
+from .sqlite_write import ingest_events, upsert_rollups, write_events
 from .writer_process import WriterProcess
 
 __all__ = ["MIGRATIONS", "CorruptDatabaseError", "SqliteStorage", "Writer"]
@@ -82,14 +77,6 @@ async def _on_connection_thread(db: aiosqlite.Connection, fn: Callable[..., _T],
 
 
 _COLS: Final = ", ".join(COLUMNS)
-_ROW: Final = "(" + ", ".join("?" * len(COLUMNS)) + ")"
-_INSERT: Final = f"INSERT OR IGNORE INTO events ({_COLS}) VALUES {_ROW}"
-# Many rows per statement: Python's sqlite3 takes the GIL back after every statement
-# step, so fewer, larger statements insert far faster when other threads are busy.
-_ROWS_PER_STATEMENT: Final = 50
-_INSERT_MANY: Final = f"INSERT OR IGNORE INTO events ({_COLS}) VALUES " + ", ".join(
-    [_ROW] * _ROWS_PER_STATEMENT
-)
 MIGRATIONS: Final[tuple[str, ...]] = (
     # 1: events (the outbox is the partial index on pending rows) and the stats checkpoint:
     # totals as of ``last_event_rowid``; later rows are replayed on open. AUTOINCREMENT
@@ -176,14 +163,7 @@ MIGRATIONS: Final[tuple[str, ...]] = (
 )
 _ROLLUPS_VERSION: Final = 2
 
-_ROLLUP_COLS: Final = ", ".join(ROLLUP_COLUMNS)
 _ROLLUP_STORED: Final = ", ".join(ROLLUP_COLUMNS[4:])
-_UPSERT_ROLLUP: Final = (
-    f"INSERT OR REPLACE INTO rollups ({_ROLLUP_COLS}) "
-    f"VALUES ({', '.join('?' * len(ROLLUP_COLUMNS))})"
-)
-_KEYS_PER_SELECT: Final = 200
-_KEY_MATCH: Final = "(period_ms = ? AND dim = ? AND start_ms = ? AND value = ?)"
 
 Synchronous = Literal["OFF", "NORMAL", "FULL", "EXTRA"]
 OnCorrupt = Literal["raise", "move_aside"]
@@ -248,6 +228,16 @@ def _move_aside(path: Path) -> Path:
             side.rename(target.with_name(target.name + suffix))
     path.rename(target)
     return target
+
+
+def _backfill_rollups(conn: sqlite3.Connection) -> None:
+    """Roll up every stored event (inside the caller's transaction)."""
+    last = 0
+    while rows := conn.execute(
+        f"SELECT id, {_COLS} FROM events WHERE id > ? ORDER BY id LIMIT 5000", (last,)
+    ).fetchall():
+        last = rows[-1][0]
+        upsert_rollups(conn, rollup_events(row_to_event(r[1:]) for r in rows))
 
 
 class SqliteStorage:
@@ -395,18 +385,10 @@ class SqliteStorage:
             # After every migration (same transaction): rows are read in today's layout.
             await self._backfill_rollups(db)
 
-    async def _backfill_rollups(self, db: aiosqlite.Connection) -> None:
+    @staticmethod
+    async def _backfill_rollups(db: aiosqlite.Connection) -> None:
         """Roll up the events an older llmtally stored (part of the upgrade transaction)."""
-        last = 0
-        while True:
-            async with db.execute(
-                f"SELECT id, {_COLS} FROM events WHERE id > ? ORDER BY id LIMIT 5000", (last,)
-            ) as cur:
-                rows = list(await cur.fetchall())
-            if not rows:
-                return
-            last = rows[-1][0]
-            await self._upsert_rollups(db, rollup_events(row_to_event(r[1:]) for r in rows))
+        await _on_connection_thread(db, _backfill_rollups)
 
     async def close(self) -> None:
         # Shielded (like httpcore's aclose): a cancelled caller must still release the
@@ -429,60 +411,6 @@ class SqliteStorage:
         """The applied schema version."""
         return await self._scalar("SELECT max(version) FROM schema_version")
 
-    @staticmethod
-    async def _insert(db: aiosqlite.Connection, rows: list[tuple[Any, ...]]) -> None:
-        n = _ROWS_PER_STATEMENT
-        full = len(rows) // n * n
-        if full:
-            await db.executemany(
-                _INSERT_MANY,
-                [tuple(chain.from_iterable(rows[j : j + n])) for j in range(0, full, n)],
-            )
-        if full < len(rows):
-            await db.executemany(_INSERT, rows[full:])
-
-    @staticmethod
-    async def _existing_ids(db: aiosqlite.Connection, ids: Sequence[str]) -> set[str]:
-        existing: set[str] = set()
-        for i in range(0, len(ids), 500):
-            chunk = ids[i : i + 500]
-            marks = ",".join("?" * len(chunk))
-            sql = f"SELECT event_id FROM events WHERE event_id IN ({marks})"
-            async with db.execute(sql, chunk) as cur:
-                existing.update(r[0] for r in await cur.fetchall())
-        return existing
-
-    @staticmethod
-    def _new_only(events: Sequence[AnalyticsEvent], existing: set[str]) -> list[AnalyticsEvent]:
-        new: list[AnalyticsEvent] = []
-        for e in events:
-            if e.event_id not in existing:
-                existing.add(e.event_id)  # a repeat within the batch is a duplicate too
-                new.append(e)
-        return new
-
-    @staticmethod
-    async def _upsert_rollups(db: aiosqlite.Connection, deltas: dict[RollupKey, Rollup]) -> None:
-        """Read-merge-write of the rollup rows ``deltas`` touch (inside the caller's
-        ``BEGIN IMMEDIATE``, so no other writer can interleave)."""
-        if not deltas:
-            return
-        keys = list(deltas)
-        for i in range(0, len(keys), _KEYS_PER_SELECT):
-            chunk = keys[i : i + _KEYS_PER_SELECT]
-            sql = f"SELECT {_ROLLUP_COLS} FROM rollups WHERE " + " OR ".join(
-                [_KEY_MATCH] * len(chunk)
-            )
-            async with db.execute(sql, [v for k in chunk for v in k]) as cur:
-                for row in await cur.fetchall():
-                    stored = rollup_from_row(row[4:])
-                    stored.merge(deltas[(row[0], row[1], row[2], row[3])])
-                    deltas[(row[0], row[1], row[2], row[3])] = stored
-        await db.executemany(
-            _UPSERT_ROLLUP,
-            [(*k, *rollup_to_row(r, percentiles=k[0] == HOUR_MS)) for k, r in deltas.items()],
-        )
-
     async def write_batch(
         self, events: Sequence[AnalyticsEvent], checkpoint: StatsDelta | None = None
     ) -> None:
@@ -504,13 +432,21 @@ class SqliteStorage:
             await writer.write(rows, deltas, blob)
 
     async def ingest(self, events: Sequence[AnalyticsEvent]) -> IngestResult:
-        """Store the events whose id is new (as synced) and add them to the rollups."""
-        async with self._transaction() as db:
-            ids = [e.event_id for e in events]
-            inserted = self._new_only(events, await self._existing_ids(db, ids))
-            if inserted:
-                await self._insert(db, [event_to_row(e, SYNCED) for e in inserted])
-                await self._upsert_rollups(db, rollup_events(inserted))
+        """Store the events whose id is new (as synced) and add them to the rollups, in
+        one transaction (``sqlite_write.ingest_events``); a repeat within ``events``
+        counts once. With ``writer="process"`` the child process deduplicates, inserts
+        and rolls up (``WriterProcess.ingest``): this process only builds the rows.
+        A busy database raises ``sqlite3.OperationalError`` (thread) or ``WriterError``
+        of kind ``"OperationalError"`` (process)."""
+        writer = self._writer_process
+        if writer is None:
+            async with self._lock:
+                new = await _on_connection_thread(self.db, ingest_events, events)
+        else:
+            rows = [event_to_row(e, SYNCED) for e in events]
+            async with self._lock:
+                new = await writer.ingest(rows)
+        inserted = [events[i] for i in new]
         return IngestResult(inserted=inserted, duplicates=len(events) - len(inserted))
 
     async def load_totals(self) -> StatsDelta:

@@ -1,11 +1,16 @@
-"""One batch of events into SQLite, synchronously: the write transaction of both writers.
+"""Batches of events into SQLite, synchronously: the write transactions of both writers.
 
-``write_rows`` is the whole of it: ``BEGIN IMMEDIATE``; insert the rows, many per
+``write_rows`` (an embedded store's batch) is ``BEGIN IMMEDIATE``; insert the rows, many per
 statement; add the new ones to the rollups (read-merge-write of the rollup rows they
 touch); save the stats checkpoint; ``COMMIT`` — or ``ROLLBACK`` on any error, so a batch,
 its rollups and its checkpoint land together or not at all. Rows whose ``event_id`` is
 stored already (a retried batch whose commit outcome was unknown) are neither inserted
 nor rolled up again.
+
+``ingest_rows`` / ``ingest_events`` (the collector's ``SqliteStorage.ingest``) are the
+same transaction without a checkpoint, deduplicating first: they look up which ids are
+stored already, insert the others (a repeat within the batch counts once), roll up only
+those, and answer with the indices of the rows they inserted.
 
 Plain ``sqlite3`` on purpose: ``SqliteStorage`` runs it on its connection's own thread in
 one hop (``writer="thread"``), and the writer process (``writer_process``) runs the very
@@ -16,7 +21,8 @@ event loop.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from itertools import chain
 from typing import Any, Final
 
@@ -30,7 +36,7 @@ from .rollups import (
     rollup_from_row,
     rollup_to_row,
 )
-from .rows import COLUMNS, event_to_row, row_to_event
+from .rows import COLUMNS, SYNCED, event_to_row, row_to_event
 
 __all__ = [
     "INSERT",
@@ -38,6 +44,8 @@ __all__ = [
     "Row",
     "SAVE_CHECKPOINT",
     "existing_ids",
+    "ingest_events",
+    "ingest_rows",
     "insert_rows",
     "upsert_rollups",
     "write_events",
@@ -116,6 +124,19 @@ def upsert_rollups(conn: sqlite3.Connection, deltas: dict[RollupKey, Rollup]) ->
     )
 
 
+@contextmanager
+def _immediate(conn: sqlite3.Connection) -> Iterator[None]:
+    """``BEGIN IMMEDIATE`` … ``COMMIT``, or ``ROLLBACK`` on any error."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
 def write_rows(
     conn: sqlite3.Connection,
     rows: Sequence[Row],
@@ -129,8 +150,7 @@ def write_rows(
     encoded cumulative totals (``encode_series``) to save with the batch, or ``None``.
     ``conn`` must be in autocommit mode (``isolation_level=None``).
     """
-    conn.execute("BEGIN IMMEDIATE")
-    try:
+    with _immediate(conn):
         if rows:
             before = conn.total_changes
             conn.execute("SAVEPOINT batch")
@@ -138,18 +158,13 @@ def write_rows(
             if conn.total_changes - before != len(rows):
                 # Some ids were stored already (a retry): redo with only the new ones.
                 conn.execute("ROLLBACK TO batch")
-                new = _new_only(rows, existing_ids(conn, [r[0] for r in rows]))
+                new = [rows[i] for i in _new_indices(conn, rows)]
                 insert_rows(conn, new)
                 deltas = rollup_events(row_to_event(r) for r in new)
             conn.execute("RELEASE batch")
             upsert_rollups(conn, deltas)
         if checkpoint is not None:
             conn.execute(SAVE_CHECKPOINT, (checkpoint,))
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
 
 
 def write_events(
@@ -159,10 +174,39 @@ def write_events(
     write_rows(conn, [event_to_row(e) for e in events], rollup_events(events), checkpoint)
 
 
-def _new_only(rows: Iterable[Row], existing: set[str]) -> list[Row]:
-    new: list[Row] = []
-    for r in rows:
+def ingest_rows(conn: sqlite3.Connection, rows: Sequence[Row]) -> list[int]:
+    """Store the rows whose ``event_id`` is new and add them to the rollups, in one
+    transaction; returns their indices in ``rows``, ascending (see the module
+    docstring). The rollups are built here, from the new rows."""
+    return _ingest(conn, rows, lambda new: rollup_events(row_to_event(rows[i]) for i in new))
+
+
+def ingest_events(conn: sqlite3.Connection, events: Sequence[AnalyticsEvent]) -> list[int]:
+    """``ingest_rows`` of ``events`` as synced rows; the rollups are built from the
+    events themselves (no row decoding)."""
+    rows = [event_to_row(e, SYNCED) for e in events]
+    return _ingest(conn, rows, lambda new: rollup_events(events[i] for i in new))
+
+
+def _ingest(
+    conn: sqlite3.Connection,
+    rows: Sequence[Row],
+    rollups_of: Callable[[list[int]], dict[RollupKey, Rollup]],
+) -> list[int]:
+    with _immediate(conn):
+        new = _new_indices(conn, rows)
+        if new:
+            insert_rows(conn, rows if len(new) == len(rows) else [rows[i] for i in new])
+            upsert_rollups(conn, rollups_of(new))
+    return new
+
+
+def _new_indices(conn: sqlite3.Connection, rows: Sequence[Row]) -> list[int]:
+    """Indices of the rows whose id is neither stored nor carried by an earlier row."""
+    existing = existing_ids(conn, [r[0] for r in rows])
+    new: list[int] = []
+    for i, r in enumerate(rows):
         if r[0] not in existing:
             existing.add(r[0])  # a repeat within the batch is a duplicate too
-            new.append(r)
+            new.append(i)
     return new

@@ -1,7 +1,8 @@
 """The writer process's program: ``python -m llmtally.storage.writer_child PATH SYNC BUSY_MS``.
 
-Reads ``WriteRequest`` frames on stdin, writes each with ``sqlite_write.write_rows`` on its
-own connection, answers each with a ``WriteReply`` frame on stdout (see
+Reads request frames on stdin, writes each on its own connection (``WriteRequest`` with
+``sqlite_write.write_rows``, ``IngestRequest`` with ``sqlite_write.ingest_rows``), answers
+each with a ``WriteReply`` frame on stdout (see
 ``writer_process`` for the protocol). Ends at end of input; exits when a reply cannot be
 delivered (the parent is gone). Synchronous on purpose: it has one job and one thread.
 """
@@ -16,8 +17,8 @@ from typing import BinaryIO
 
 import msgspec
 
-from .sqlite_write import write_rows
-from .writer_process import HEADER, MAX_FRAME, WriteReply, WriteRequest
+from .sqlite_write import ingest_rows, write_rows
+from .writer_process import HEADER, MAX_FRAME, IngestRequest, Request, WriteReply
 
 __all__ = ["main", "serve"]
 
@@ -31,7 +32,7 @@ def _read_exactly(stream: BinaryIO, n: int) -> bytes | None:
 
 def serve(conn: sqlite3.Connection, requests: BinaryIO, replies: BinaryIO) -> None:
     """Answer write requests until end of input (or a frame cut short)."""
-    decode = msgspec.msgpack.Decoder(WriteRequest).decode
+    decode = msgspec.msgpack.Decoder(Request).decode
     encode = msgspec.msgpack.Encoder().encode
     while (header := _read_exactly(requests, HEADER.size)) is not None:
         (length,) = HEADER.unpack(header)
@@ -39,8 +40,11 @@ def serve(conn: sqlite3.Connection, requests: BinaryIO, replies: BinaryIO) -> No
             return
         try:
             req = decode(body)
-            write_rows(conn, req.rows, dict(req.rollups), req.checkpoint)
-            reply = WriteReply()
+            if isinstance(req, IngestRequest):
+                reply = WriteReply(inserted=ingest_rows(conn, req.rows))
+            else:
+                write_rows(conn, req.rows, dict(req.rollups), req.checkpoint)
+                reply = WriteReply()
         except Exception as exc:  # reported to the parent, which retries or gives up
             reply = WriteReply(f"{type(exc).__name__}: {exc}")
         out = encode(reply)

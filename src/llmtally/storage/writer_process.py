@@ -8,16 +8,22 @@ insert runs beside the event loop, not between its steps: the parent only builds
 rows and rollups, encodes them (msgpack) and waits, without blocking, for the reply.
 
 Protocol over the child's stdin/stdout: frames of a 4-byte little-endian length and a
-msgpack body. Request: ``WriteRequest`` (rows, rollup deltas, checkpoint); reply:
-``WriteReply`` (``error`` is ``None`` when the transaction committed). One request at a
-time. The child runs ``sqlite_write.write_rows``, the same transaction as the thread
-writer, so a batch commits whole or not at all; ends at end of input (the parent closed
-it or died); and exits when its reply cannot be delivered.
+msgpack body. Requests (a tagged union): ``WriteRequest`` (rows, rollup deltas,
+checkpoint: an embedded store's batch, ``sqlite_write.write_rows``) or ``IngestRequest``
+(rows only: the collector's ingest, ``sqlite_write.ingest_rows``, which deduplicates and
+rolls up in the child); reply: ``WriteReply`` (``error`` is ``None`` when the
+transaction committed; ``inserted``: the indices of the rows an ingest stored). One
+request at a time. The child runs the same transactions as the thread writer, so a batch
+commits whole or not at all; ends at end of input (the parent closed it or died); and
+exits when its reply cannot be delivered.
 
-Failures are the persister's to retry: a write the child refused raises
-``WriterError`` with SQLite's message (disk full, database locked …); a child that died
-or did not answer within ``timeout`` is killed, ``WriterError`` is raised, and the next
-write starts a new child. Retrying is safe: rows already stored are skipped.
+Failures are the caller's to retry: a write the child refused raises ``WriterError``
+with SQLite's message (disk full, database locked …) and the exception's type name in
+``kind``; a child that died or did not answer within ``timeout`` is killed,
+``WriterError`` is raised, and the next write starts a new child. Retrying is safe: rows
+already stored are skipped. An ingest whose request could not even be sent (the child
+died since the last one) is sent again, once, to a new child: it cannot have been
+written, and the collector's client is owed an answer.
 """
 
 from __future__ import annotations
@@ -38,7 +44,7 @@ import llmtally
 
 from .rollups import Rollup, RollupKey
 
-__all__ = ["WriteReply", "WriteRequest", "WriterError", "WriterProcess"]
+__all__ = ["IngestRequest", "Request", "WriteReply", "WriteRequest", "WriterError", "WriterProcess"]
 
 logger: Final = logging.getLogger("llmtally.storage")
 
@@ -47,7 +53,7 @@ MAX_FRAME: Final = 1 << 30
 """The largest frame either side accepts (a corrupt length must not allocate gigabytes)."""
 
 
-class WriteRequest(msgspec.Struct, array_like=True, gc=False):
+class WriteRequest(msgspec.Struct, array_like=True, gc=False, tag="write"):
     """One batch: ``rows`` in ``rows.COLUMNS`` order, their rollup deltas, and the
     encoded stats checkpoint to save with them (or ``None``)."""
 
@@ -56,14 +62,32 @@ class WriteRequest(msgspec.Struct, array_like=True, gc=False):
     checkpoint: bytes | None = None
 
 
+class IngestRequest(msgspec.Struct, array_like=True, gc=False, tag="ingest"):
+    """The collector's batch: ``rows`` (synced) in ``rows.COLUMNS`` order."""
+
+    rows: list[tuple[Any, ...]]
+
+
+Request = WriteRequest | IngestRequest
+
+
 class WriteReply(msgspec.Struct, array_like=True):
-    """``error``: ``None`` when the batch committed, else ``"<exception type>: message"``."""
+    """``error``: ``None`` when the batch committed, else ``"<exception type>: message"``;
+    ``inserted``: for an ingest, the indices of the rows stored (ascending)."""
 
     error: str | None = None
+    inserted: list[int] = []
 
 
 class WriterError(Exception):
-    """The writer process could not write a batch (retried by the persister)."""
+    """The writer process could not write a batch (retried by the persister; the
+    collector answers 503 when ``kind`` and the message say the database was busy).
+    ``kind``: the type name of the exception the child reported (``"OperationalError"``
+    …), ``None`` when the child itself failed (died, hung, garbled)."""
+
+    def __init__(self, message: str, kind: str | None = None) -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 _encode_request: Final = msgspec.msgpack.Encoder().encode
@@ -137,17 +161,37 @@ class WriterProcess:
         checkpoint: bytes | None,
     ) -> None:
         """Write one batch (see ``sqlite_write.write_rows``). Raises ``WriterError``."""
-        body = _encode_request(WriteRequest(rows, list(deltas.items()), checkpoint))
-        await self.start()
-        process, stdout = self._process, self._stdout
-        assert process is not None and process.stdin is not None and stdout is not None
+        await self._request(WriteRequest(rows, list(deltas.items()), checkpoint), resend=False)
+
+    async def ingest(self, rows: list[tuple[Any, ...]]) -> list[int]:
+        """Store the rows whose id is new, rolled up; returns their indices (see
+        ``sqlite_write.ingest_rows``). Raises ``WriterError``."""
+        return (await self._request(IngestRequest(rows), resend=True)).inserted
+
+    async def _request(self, request: Request, *, resend: bool) -> WriteReply:
+        body = _encode_request(request)
+        frame = HEADER.pack(len(body)) + body
         try:
             with anyio.fail_after(self.timeout):
-                await process.stdin.send(HEADER.pack(len(body)) + body)
-                (length,) = HEADER.unpack(await stdout.receive_exactly(HEADER.size))
-                if length > MAX_FRAME:
-                    raise WriterError(f"the writer process sent a frame of {length} bytes")
-                reply = _decode_reply(await stdout.receive_exactly(length))
+                while True:
+                    await self.start()
+                    process, stdout = self._process, self._stdout
+                    assert process is not None and process.stdin is not None
+                    assert stdout is not None
+                    try:
+                        await process.stdin.send(frame)
+                    except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+                        if not resend:
+                            raise
+                        # Gone before it read the whole frame: nothing was written.
+                        resend = False
+                        await self._kill()
+                        continue
+                    (length,) = HEADER.unpack(await stdout.receive_exactly(HEADER.size))
+                    if length > MAX_FRAME:
+                        raise WriterError(f"the writer process sent a frame of {length} bytes")
+                    reply = _decode_reply(await stdout.receive_exactly(length))
+                    break
         except (
             anyio.BrokenResourceError,
             anyio.ClosedResourceError,
@@ -160,7 +204,9 @@ class WriterProcess:
             await self._kill()
             raise WriterError(f"the writer process failed ({type(exc).__name__}: {exc})") from exc
         if reply.error is not None:
-            raise WriterError(reply.error)
+            kind, _, _ = reply.error.partition(":")
+            raise WriterError(reply.error, kind)
+        return reply
 
     async def _kill(self) -> None:
         process, self._process, self._stdout = self._process, None, None
