@@ -101,6 +101,23 @@ async def test_a_hung_writer_is_killed_after_its_timeout(tmp_path: Path) -> None
         await storage.close()
 
 
+async def test_the_writer_outlives_a_ctrl_c_of_its_process_group(tmp_path: Path) -> None:
+    """Ctrl-C signals the router's whole process group; the router then drains through
+    its writer, so the writer must not die of the SIGINT."""
+    storage = SqliteStorage(tmp_path / "a.db", writer="process")
+    await storage.open()
+    try:
+        await storage.write_batch(random_requests(2, seed=25, start_ms=T0, span_ms=10))
+        pid = _writer(storage).pid
+        assert pid is not None
+        os.kill(pid, signal.SIGINT)
+        await storage.write_batch(random_requests(3, seed=26, start_ms=T0, span_ms=10))
+        assert (_writer(storage).pid, _writer(storage).starts) == (pid, 1)
+        assert await storage.count_events() == 5
+    finally:
+        await storage.close()
+
+
 async def test_a_refused_write_reports_sqlites_message(tmp_path: Path) -> None:
     storage = SqliteStorage(tmp_path / "a.db", writer="process", busy_timeout_ms=10)
     await storage.open()

@@ -1,4 +1,4 @@
-"""The writer process's program: ``python -m llmtally.storage.writer_child PATH SYNC BUSY_MS``.
+"""The writer process's program: ``main([PATH, SYNCHRONOUS, BUSY_MS])``.
 
 Reads request frames on stdin, writes each on its own connection (``WriteRequest`` with
 ``sqlite_write.write_rows``, ``IngestRequest`` with ``sqlite_write.ingest_rows``), answers
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import signal
 import sqlite3
 import sys
 from typing import BinaryIO
@@ -54,6 +55,10 @@ def serve(conn: sqlite3.Connection, requests: BinaryIO, replies: BinaryIO) -> No
 
 def main(argv: list[str]) -> int:
     path, synchronous, busy_ms = argv
+    # Ctrl-C reaches the router's whole process group: the router drains through this
+    # process on its way out, so the writer must outlive the interrupt (it ends when its
+    # input closes, as the router exits or dies).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     # A batch allocates ~30,000 short-lived objects and none form cycles: without this the
     # collector would walk the (frozen) imported modules many times per batch.
     gc.freeze()

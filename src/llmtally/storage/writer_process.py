@@ -94,13 +94,14 @@ _encode_request: Final = msgspec.msgpack.Encoder().encode
 _decode_reply: Final = msgspec.msgpack.Decoder(WriteReply).decode
 
 
-def _child_env() -> dict[str, str]:
-    """The parent's environment, with the folder ``llmtally`` was imported from first on
-    ``PYTHONPATH`` (a source checkout or a zipapp works like an installed package)."""
-    env = dict(os.environ)
-    root = str(Path(llmtally.__file__).resolve().parent.parent)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
-    return env
+# ``-P``: no working directory on ``sys.path`` (a stray ``sqlite3.py`` there must not be
+# imported). The folder this ``llmtally`` came from is *appended*: importable even from a
+# source checkout the parent put on its path at run time, and never ahead of the stdlib.
+_ROOT: Final = str(Path(llmtally.__file__).resolve().parent.parent)
+_BOOT: Final = (
+    "import sys; sys.path.append(sys.argv.pop(1)); "
+    "from llmtally.storage.writer_child import main; sys.exit(main(sys.argv[1:]))"
+)
 
 
 class WriterProcess:
@@ -142,13 +143,15 @@ class WriterProcess:
             return
         command = [
             sys.executable,
-            "-m",
-            "llmtally.storage.writer_child",
+            "-P",
+            "-c",
+            _BOOT,
+            _ROOT,
             os.fspath(self.path),
             self.synchronous,
             str(int(self.busy_timeout_ms)),
         ]
-        process = await anyio.open_process(command, stderr=None, env=_child_env())
+        process = await anyio.open_process(command, stderr=None)
         assert process.stdout is not None
         self._process = process
         self._stdout = BufferedByteReceiveStream(process.stdout)
