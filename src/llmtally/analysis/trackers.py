@@ -206,8 +206,15 @@ class Trackers:
         # events that carry them, grouped per model.
         cancelled = _cancelled(failures)
         self.streaming.observe_series(delta.series.items(), cancelled)
-        ps = cast("list[_Request]", [e.payload for e in reqs])
-        detail = [p for p in ps if p.itl_mean_ms is not None or p.output_tokens_per_s is not None]
+        detail = cast(
+            "list[_Request]",
+            [
+                p
+                for e in reqs
+                if (p := e.payload).itl_mean_ms is not None  # type: ignore[union-attr]
+                or p.output_tokens_per_s is not None  # type: ignore[union-attr]
+            ],
+        )
         if not detail:
             return
         observe_detail = self.streaming.observe_detail
