@@ -468,7 +468,7 @@ class StreamingStats:
 
     def observe_series(
         self,
-        series: Iterable[tuple[SeriesKey, Tally]],
+        series: Mapping[SeriesKey, Tally],
         cancelled: Mapping[str, int],
     ) -> None:
         """Count every request of a batch's series as a finished stream of its model (the
@@ -481,8 +481,18 @@ class StreamingStats:
         One pass over the series with no per-model call: in small batches (a few
         requests per series) the per-call and per-list overhead was most of the cost.
         """
+        items: Iterable[tuple[SeriesKey, Tally]] = series.items()
+        by_model = self._by_model
+        if OTHER in by_model or len(by_model) + len(series) > self.max_models:
+            # Models of the batch may share the "(other)" slot: merge model by model (in
+            # order of appearance), as one observe_many per model would, so that the
+            # sketch sums are added in the same order.
+            groups: dict[str, list[tuple[SeriesKey, Tally]]] = {}
+            for item in items:
+                groups.setdefault(item[0][0], []).append(item)
+            items = [item for group in groups.values() for item in group]
         slots: dict[str, _Streams] = {}
-        for key, t in series:
+        for key, t in items:
             s = slots.get(key[0])
             if s is None:
                 s = slots[key[0]] = self._slot(key[0])
@@ -526,10 +536,10 @@ class StreamingStats:
         """Add streams' mean ITLs and decode rates to ``model``'s sketches (the values of
         ``observe_many``, without the counts)."""
         s = self._slot(model)
-        _, itl, tps, _ = s.pending
+        ttft, itl, tps, duration = s.pending
         itl += itl_ms
         tps += tokens_per_s
-        if len(itl) + len(tps) >= FOLD_AT:
+        if len(ttft) + len(itl) + len(tps) + len(duration) >= FOLD_AT:  # as observe_many
             s.fold()
 
     def _total(self) -> _Streams:

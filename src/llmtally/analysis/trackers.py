@@ -205,7 +205,7 @@ class Trackers:
         # duration sketches come from the delta's series; ITL and decode rate from the
         # events that carry them, grouped per model.
         cancelled = _cancelled(failures)
-        self.streaming.observe_series(delta.series.items(), cancelled)
+        self.streaming.observe_series(delta.series, cancelled)
         detail = cast(
             "list[_Request]",
             [
