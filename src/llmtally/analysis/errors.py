@@ -114,8 +114,12 @@ def _normalize_word(word: str) -> str:
         m = _UUID.sub("<uuid>", m)
     digits = _DIGIT.search(m) is not None
     if digits and ("_" in m or "-" in m):  # both id patterns need a digit and a separator
-        m = _KNOWN_ID.sub("<id>", m)
-        m = _GENERIC_ID.sub("<id>", m)
+        replaced = _KNOWN_ID.sub("<id>", m)
+        if replaced != m:  # the id may have held the only digits (a word is often one id)
+            m = replaced
+            digits = _DIGIT.search(m) is not None
+        if digits and ("_" in m or "-" in m):
+            m = _GENERIC_ID.sub("<id>", m)
     if len(m) >= 8:  # "0x" and 6 hex digits, or 16 hex digits
         m = _HEX.sub("<hex>", m)
     if digits:
