@@ -591,15 +591,16 @@ class BudgetBook:
             for (model, _, agent_id, provider_id), cost in zip(series, costs, strict=True):
                 if not cost:
                     continue
-                # The order of spend_many: agent, API key, model.
-                if agents and agent_id:
-                    for state in agents.get(agent_id, ()):
+                # The order of spend_many: agent, API key, model. Most series match no
+                # scoped budget: one dict look-up per scope, no loop.
+                if agents and agent_id and (states := agents.get(agent_id)):
+                    for state in states:
                         add[state.budget.id] = add.get(state.budget.id, 0) + cost
-                if keys and provider_id:
-                    for state in keys.get(provider_id, ()):
+                if keys and provider_id and (states := keys.get(provider_id)):
+                    for state in states:
                         add[state.budget.id] = add.get(state.budget.id, 0) + cost
-                if models:
-                    for state in models.get(model, ()):
+                if models and (states := models.get(model)):
+                    for state in states:
                         add[state.budget.id] = add.get(state.budget.id, 0) + cost
         total = sum(costs)
         for state in scoped.get("global", no).get(None, ()):
