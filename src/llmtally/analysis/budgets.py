@@ -24,6 +24,7 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from itertools import pairwise
+from operator import attrgetter
 from typing import Final, Literal, TypeAlias
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -32,6 +33,7 @@ import msgspec
 from .. import _validation as v
 from .._exceptions import BudgetExceeded, ValidationError
 from ..events import BudgetThresholdReached, nanos_to_micros
+from .stats import SeriesKey, Tally
 
 __all__ = [
     "FORECAST_MIN_ELAPSED_FRACTION",
@@ -57,6 +59,7 @@ about 1.25 days of a month): earlier, one expensive call would extrapolate wildl
 
 _MICROS_PER_USD: Final = 1_000_000
 _NANOS_PER_MICRO: Final = 1_000
+_cost_of: Final = attrgetter("cost_nanos")
 _MS: Final = timedelta(milliseconds=1)
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _SCOPES: Final = ("global", "agent_id", "provider_id", "model")
@@ -557,6 +560,49 @@ class BudgetBook:
             if models and model is not None:
                 for state in models.get(model, ()):
                     add[state.budget.id] = add.get(state.budget.id, 0) + cost
+        for state in scoped.get("global", no).get(None, ()):
+            add[state.budget.id] = add.get(state.budget.id, 0) + total
+        crossings: list[ThresholdCrossing] = []
+        for budget_id, cost in add.items():
+            state = self._states[budget_id]
+            state.roll(now_ms)
+            state.spent += cost
+            crossings += self._crossed(state, now_ms)
+        return crossings
+
+    def spend_series(
+        self, now_ms: int, series: Mapping[SeriesKey, Tally]
+    ) -> list[ThresholdCrossing]:
+        """``spend_many`` for a batch's ``StatsDelta.series``: each series' ``cost_nanos``
+        with its agent, API key (``""``: none) and model, all at ``now_ms``. Same result
+        as ``spend_many`` of those costs in series order; the series are only looped
+        over (in Python) when a budget is scoped to an agent, an API key or a model.
+        Raises ``ValidationError`` for a negative cost (nothing is charged then)."""
+        costs = list(map(_cost_of, series.values()))
+        if costs and min(costs) < 0:
+            raise ValidationError(f"cost must be >= 0, got {min(costs)}")
+        add: dict[str, int] = {}
+        scoped = self._scoped
+        no: dict[str | None, list[_State]] = {}
+        agents = scoped.get("agent_id", no)
+        keys = scoped.get("provider_id", no)
+        models = scoped.get("model", no)
+        if agents or keys or models:
+            for (model, _, agent_id, provider_id), cost in zip(series, costs, strict=True):
+                if not cost:
+                    continue
+                # The order of spend_many: agent, API key, model. Most series match no
+                # scoped budget: one dict look-up per scope, no loop.
+                if agents and agent_id and (states := agents.get(agent_id)):
+                    for state in states:
+                        add[state.budget.id] = add.get(state.budget.id, 0) + cost
+                if keys and provider_id and (states := keys.get(provider_id)):
+                    for state in states:
+                        add[state.budget.id] = add.get(state.budget.id, 0) + cost
+                if models and (states := models.get(model)):
+                    for state in states:
+                        add[state.budget.id] = add.get(state.budget.id, 0) + cost
+        total = sum(costs)
         for state in scoped.get("global", no).get(None, ()):
             add[state.budget.id] = add.get(state.budget.id, 0) + total
         crossings: list[ThresholdCrossing] = []

@@ -90,21 +90,45 @@ def normalize_message(message: str) -> str:
     strings → ``<hex>``; numbers → ``<num>``. Idempotent:
     ``normalize_message(normalize_message(m)) == normalize_message(m)``.
     """
+    # Word by word: no pattern matches whitespace, and whitespace passes every
+    # boundary check the way the start or end of a string does, so each word is
+    # normalized on its own; short words are remembered (most recur from message to
+    # message, e.g. everything but the request id).
+    get = _WORDS.get
+    return " ".join([get(w) or _normalize_word(w) for w in message.split()])
+
+
+_WORDS: dict[str, str] = {}
+"""Short words and what they normalize to (a memo; cleared when full)."""
+_WORDS_SIZE: Final = 4096
+_WORD_CACHED_CHARS: Final = 64
+
+
+def _normalize_word(word: str) -> str:
     # Each pass is skipped when the characters it needs are absent (a pass costs about a
     # microsecond even when it matches nothing); no placeholder adds such characters.
-    m = message
+    m = word
     if "'" in m or '"' in m or "`" in m:
         m = _QUOTED.sub("<str>", m)
     if m.count("-") >= 4:
         m = _UUID.sub("<uuid>", m)
     digits = _DIGIT.search(m) is not None
     if digits and ("_" in m or "-" in m):  # both id patterns need a digit and a separator
-        m = _KNOWN_ID.sub("<id>", m)
-        m = _GENERIC_ID.sub("<id>", m)
-    m = _HEX.sub("<hex>", m)
+        replaced = _KNOWN_ID.sub("<id>", m)
+        if replaced != m:  # the id may have held the only digits (a word is often one id)
+            m = replaced
+            digits = _DIGIT.search(m) is not None
+        if digits and ("_" in m or "-" in m):
+            m = _GENERIC_ID.sub("<id>", m)
+    if len(m) >= 8:  # "0x" and 6 hex digits, or 16 hex digits
+        m = _HEX.sub("<hex>", m)
     if digits:
         m = _NUMBER.sub("<num>", m)
-    return " ".join(m.split())  # same as collapsing r"\s+" to " " and stripping
+    if len(word) <= _WORD_CACHED_CHARS:
+        if len(_WORDS) >= _WORDS_SIZE:
+            _WORDS.clear()
+        _WORDS[word] = m
+    return m
 
 
 def fingerprint(error_type: str, endpoint: str | None, message: str | None) -> str:

@@ -12,8 +12,8 @@ bounds a sketch to about 1,500 buckets; zero and negative values share one zero 
 from __future__ import annotations
 
 import math
-from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections import _count_elements  # type: ignore[attr-defined]
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from itertools import repeat
 from operator import mul
 from typing import Final
@@ -40,6 +40,9 @@ _MAX_BUCKET: Final = math.ceil(math.log(MAX_VALUE) * _INV_LOG_GAMMA)
 
 _log = math.log
 _ceil = math.ceil
+_count_into: Final[Callable[[dict[int, int], Iterable[int]], None]] = _count_elements
+"""``_count_into(d, keys)`` adds 1 to ``d[k]`` for each ``k`` of ``keys``, in C (the helper
+behind ``Counter.update``)."""
 
 
 def bucket_of(value: float) -> int:
@@ -113,10 +116,8 @@ class LogSketch:
             for v in values:
                 self.add(v)
             return
-        bins = self.bins
-        counts = Counter(map(_ceil, map(mul, map(_log, values), repeat(_INV_LOG_GAMMA))))
-        for b, n in counts.items():
-            bins[b] = bins.get(b, 0) + n
+        # Counted straight into the bins: no intermediate Counter to merge in Python.
+        _count_into(self.bins, map(_ceil, map(mul, map(_log, values), repeat(_INV_LOG_GAMMA))))
         self.count += len(values)
         self.sum += math.fsum(values)
         if lo < self.min:

@@ -30,6 +30,7 @@ stream that failed before its first token). A stream's outcome: completed for
 from __future__ import annotations
 
 from collections.abc import Container, Iterable, Sequence
+from operator import attrgetter
 from typing import Final, TypeAlias, cast
 
 from ..events import AnalyticsEvent, LlmRequestCompleted, LlmRequestFailed
@@ -47,6 +48,37 @@ CANCELLED: Final = "cancelled"
 
 _Request: TypeAlias = LlmRequestCompleted | LlmRequestFailed
 _REQUESTS: Final = (LlmRequestCompleted, LlmRequestFailed)
+_requests: Final = attrgetter("requests")
+_failed: Final = attrgetter("failed_requests")
+_ttft_count: Final = attrgetter("ttft.count")
+
+
+def _by_model(requests: list[_Request]) -> dict[str, list[_Request]]:
+    """The requests grouped per model, in order."""
+    if not requests:
+        return {}
+    first = requests[0].model
+    if all(p.model == first for p in requests):
+        return {first: requests}
+    groups: dict[str, list[_Request]] = {}
+    for p in requests:
+        group = groups.get(p.model)
+        if group is None:
+            groups[p.model] = [p]
+        else:
+            group.append(p)
+    return groups
+
+
+def _cancelled(failures: list[AnalyticsEvent]) -> dict[str, int]:
+    """Cancelled requests per model, among failed request events."""
+    cancelled: dict[str, int] = {}
+    for e in failures:
+        f = e.payload
+        assert type(f) is LlmRequestFailed
+        if f.error_code == CANCELLED:
+            cancelled[f.model] = cancelled.get(f.model, 0) + 1
+    return cancelled
 
 
 class _ModelBatch:
@@ -105,22 +137,14 @@ class Trackers:
         Events other than request events are ignored. ``streams``: ids of events known
         to be streams whatever their fields (see the module docstring).
         """
-        if not delta.series:
+        series = delta.series
+        if not series:
             return []
-        models: dict[str, _ModelBatch] = {}
-        requests = failed = 0
-        for key, t in delta.series.items():
-            m = models.get(key[0])
-            if m is None:
-                m = models[key[0]] = _ModelBatch()
-            m.requests += t.requests
-            m.failed += t.failed_requests
-            m.output_tokens += t.output_tokens
-            m.with_ttft += t.ttft.count
-            m.ttft.append(t.ttft)
-            m.duration.append(t.duration)
-            requests += t.requests
-            failed += t.failed_requests
+        tallies = series.values()
+        requests = sum(map(_requests, tallies))
+        failed = sum(map(_failed, tallies))
+        # Each request adds at most one TTFT, and a request with a TTFT is a stream.
+        all_streams = sum(map(_ttft_count, tallies)) == requests
         if requests == len(events):  # the common case: nothing but request events
             reqs = events
         else:
@@ -149,12 +173,57 @@ class Trackers:
                 )
         else:
             failures = []
-        self._observe_streams(reqs, models, failures, streams)
+        if all_streams:  # the usual case: one pass over the series, no per-model lists
+            self._observe_all_streams(reqs, delta, failures)
+        else:
+            self._observe_streams(reqs, self._models(delta), failures, streams)
         if not len(self.budgets):
             return []
         if one_minute:  # budget periods start on a minute: the batch is in one period
             return self._spend(delta, m0)
         return self._spend_each(events)
+
+    @staticmethod
+    def _models(delta: StatsDelta) -> dict[str, _ModelBatch]:
+        models: dict[str, _ModelBatch] = {}
+        for key, t in delta.series.items():
+            m = models.get(key[0])
+            if m is None:
+                m = models[key[0]] = _ModelBatch()
+            m.requests += t.requests
+            m.failed += t.failed_requests
+            m.output_tokens += t.output_tokens
+            m.with_ttft += t.ttft.count
+            m.ttft.append(t.ttft)
+            m.duration.append(t.duration)
+        return models
+
+    def _observe_all_streams(
+        self, reqs: Sequence[AnalyticsEvent], delta: StatsDelta, failures: list[AnalyticsEvent]
+    ) -> None:
+        # Every request of the batch is a stream: counts, output tokens, TTFT and
+        # duration sketches come from the delta's series; ITL and decode rate from the
+        # events that carry them, grouped per model.
+        cancelled = _cancelled(failures)
+        self.streaming.observe_series(delta.series, cancelled)
+        detail = cast(
+            "list[_Request]",
+            [
+                p
+                for e in reqs
+                if (p := e.payload).itl_mean_ms is not None  # type: ignore[union-attr]
+                or p.output_tokens_per_s is not None  # type: ignore[union-attr]
+            ],
+        )
+        if not detail:
+            return
+        observe_detail = self.streaming.observe_detail
+        for name, d in _by_model(detail).items():
+            observe_detail(
+                name,
+                [p.itl_mean_ms for p in d if p.itl_mean_ms is not None],
+                [p.output_tokens_per_s for p in d if p.output_tokens_per_s is not None],
+            )
 
     def _observe_streams(
         self,
@@ -179,23 +248,8 @@ class Trackers:
         mixed = [name for name, m in models.items() if m.with_ttft < m.requests]
         # Streaming detail (ITL, decode rate) is only ever on streams.
         detail = [p for p in ps if p.itl_mean_ms is not None or p.output_tokens_per_s is not None]
-        by_model: dict[str, list[_Request]]
-        if len(models) == 1:
-            by_model = {next(iter(models)): detail}
-        else:
-            by_model = {}
-            for p in detail:
-                group = by_model.get(p.model)
-                if group is None:
-                    by_model[p.model] = [p]
-                else:
-                    group.append(p)
-        cancelled: dict[str, int] = {}
-        for e in failures:
-            f = e.payload
-            assert type(f) is LlmRequestFailed
-            if f.error_code == CANCELLED:
-                cancelled[f.model] = cancelled.get(f.model, 0) + 1
+        by_model = _by_model(detail)
+        cancelled = _cancelled(failures)
         observe_many = self.streaming.observe_many
         for name, m in models.items():
             if not m.with_ttft:  # no stream of this model in the batch
@@ -261,14 +315,7 @@ class Trackers:
 
     def _spend(self, delta: StatsDelta, now_ms: int) -> list[ThresholdCrossing]:
         # Spend per series of the batch (whose events all fall in the minute of now_ms).
-        return self.budgets.spend_many(
-            now_ms,
-            [
-                (t.cost_nanos, agent_id or None, provider_id or None, model)
-                for (model, _, agent_id, provider_id), t in delta.series.items()
-                if t.cost_nanos
-            ],
-        )
+        return self.budgets.spend_series(now_ms, delta.series)
 
     def _spend_each(self, events: Sequence[AnalyticsEvent]) -> list[ThresholdCrossing]:
         # A batch spanning minutes (backfill, a clock jump): event by event, in time order.
