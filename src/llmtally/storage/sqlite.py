@@ -335,6 +335,12 @@ class SqliteStorage:
         if not self._in_memory:
             await anyio.to_thread.run_sync(_check_header, self.path)
         db = await aiosqlite.connect(self.path, isolation_level=None)
+        if not (hasattr(db, "_execute") and hasattr(db, "_conn")):  # see _on_connection_thread
+            await db.close()
+            raise RuntimeError(
+                f"aiosqlite {getattr(aiosqlite, '__version__', '?')} lacks the connection-thread "
+                "hook llmtally writes through: install aiosqlite>=0.20,<0.23"
+            )
         try:
             await db.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
             await db.execute("PRAGMA journal_mode = WAL")
