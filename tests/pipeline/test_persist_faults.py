@@ -19,6 +19,8 @@ from llmtally import EventStore
 from llmtally.storage import SqliteStorage
 from llmtally.storage.sqlite import CorruptDatabaseError, Writer
 
+from ..sqlite_files import count_events
+
 
 class _LogEvent(logging.Handler):
     """Sets an anyio.Event when a record containing ``needle`` is logged."""
@@ -40,14 +42,6 @@ def write_failures() -> Iterator[_LogEvent]:
     logger.addHandler(handler)
     yield handler
     logger.removeHandler(handler)
-
-
-def _count(path: Path) -> int:
-    db = sqlite3.connect(path)
-    try:
-        return int(db.execute("SELECT count(*) FROM events").fetchone()[0])
-    finally:
-        db.close()
 
 
 def _integrity(path: Path) -> str:
@@ -97,7 +91,7 @@ async def test_a_database_locked_by_another_process_is_retried_and_nothing_is_lo
             await store.flush()
         assert store.dropped_count() == 0
         assert await store.record_llm_completed("gpt-4o", input_tokens=7) is not None
-    assert _count(db_path) == 202
+    assert count_events(db_path) == 202
     assert _integrity(db_path) == "ok"
 
 
@@ -125,7 +119,7 @@ async def test_a_full_disk_fills_the_buffer_drops_are_counted_and_writing_resume
             await store.flush()
         assert store.stats().total_requests == 1 + accepted
         assert await store.record_llm_completed("gpt-4o", input_tokens=7) is not None
-    assert _count(db_path) == 2 + accepted  # every accepted event is on disk
+    assert count_events(db_path) == 2 + accepted  # every accepted event is on disk
     assert _integrity(db_path) == "ok"
 
 
@@ -148,7 +142,7 @@ async def test_a_full_disk_is_retried_and_persistence_resumes(
         with anyio.fail_after(30):
             await store.flush()
         assert store.stats().total_requests == 3_001
-    assert _count(db_path) == 3_001
+    assert count_events(db_path) == 3_001
     assert _integrity(db_path) == "ok"
 
 
@@ -170,7 +164,7 @@ async def test_a_disk_that_stays_full_loses_only_at_the_deadline_and_counts_it(
             await write_failures.seen.wait()
     lost = store.stats().dropped_by_cause.get("persist_failed", 0)
     assert lost > 0
-    assert _count(db_path) + lost == 2_001
+    assert count_events(db_path) + lost == 2_001
     assert "could not be written before shutdown" in caplog.text
     assert _integrity(db_path) == "ok"
 
@@ -214,7 +208,7 @@ async def test_a_corrupt_database_is_moved_aside_and_a_fresh_one_is_used(
     main = [p for p in aside if not p.name.endswith(("-wal", "-shm"))]
     assert len(main) == 1 and _bytes(main[0]) == damaged  # kept for a post-mortem
     assert "is damaged" in caplog.text and str(main[0]) in caplog.text
-    assert _count(db_path) == 1
+    assert count_events(db_path) == 1
     assert _integrity(db_path) == "ok"
 
 

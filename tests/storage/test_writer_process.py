@@ -17,6 +17,7 @@ from llmtally.storage.rollups import DIMENSIONS, HOUR_MS, MINUTE_MS
 from llmtally.storage.sqlite import SqliteStorage
 from llmtally.storage.writer_process import WriterError, WriterProcess
 
+from ..sqlite_files import count_events
 from .factory import T0, lifecycle, random_requests
 
 FAR = T0 + 1000 * HOUR_MS
@@ -77,7 +78,7 @@ async def test_a_killed_writer_is_restarted_and_nothing_is_lost(tmp_path: Path) 
         assert _writer(storage).starts == 2
         assert _writer(storage).pid not in (None, first)
         assert store.dropped_count() == 0
-    assert _count(tmp_path / "a.db") == 101
+    assert count_events(tmp_path / "a.db") == 101
 
 
 async def test_a_hung_writer_is_killed_after_its_timeout(tmp_path: Path) -> None:
@@ -171,15 +172,7 @@ async def test_the_writer_exits_when_its_router_is_killed(tmp_path: Path) -> Non
         await router.wait()
     with anyio.fail_after(10):
         await _exited(child)  # its input closed with the router: it ends by itself
-    assert _count(db) == 1
-
-
-def _count(path: Path) -> int:
-    db = sqlite3.connect(path)
-    try:
-        return int(db.execute("SELECT count(*) FROM events").fetchone()[0])
-    finally:
-        db.close()
+    assert count_events(db) == 1
 
 
 # --- the collector's ingest through the writer process ----------------------------------

@@ -562,13 +562,7 @@ class BudgetBook:
                     add[state.budget.id] = add.get(state.budget.id, 0) + cost
         for state in scoped.get("global", no).get(None, ()):
             add[state.budget.id] = add.get(state.budget.id, 0) + total
-        crossings: list[ThresholdCrossing] = []
-        for budget_id, cost in add.items():
-            state = self._states[budget_id]
-            state.roll(now_ms)
-            state.spent += cost
-            crossings += self._crossed(state, now_ms)
-        return crossings
+        return self._charge(add, now_ms)
 
     def spend_series(
         self, now_ms: int, series: Mapping[SeriesKey, Tally]
@@ -605,6 +599,10 @@ class BudgetBook:
         total = sum(costs)
         for state in scoped.get("global", no).get(None, ()):
             add[state.budget.id] = add.get(state.budget.id, 0) + total
+        return self._charge(add, now_ms)
+
+    def _charge(self, add: dict[str, int], now_ms: int) -> list[ThresholdCrossing]:
+        """Add each budget's spend (by id, in order) and return the thresholds crossed."""
         crossings: list[ThresholdCrossing] = []
         for budget_id, cost in add.items():
             state = self._states[budget_id]

@@ -501,21 +501,9 @@ class StreamingStats:
             s.output_tokens += t.output_tokens
             # LogSketch.merge, inlined for the TTFT and the duration (a call per series
             # and sketch was a third of the cost in batches of a few requests per series).
-            x = t.ttft
-            if x.count:
-                mine = s.ttft
-                bins = mine.bins
-                for b, n in x.bins.items():
-                    bins[b] = bins.get(b, 0) + n
-                mine.count += x.count
-                mine.sum += x.sum
-                if x.min < mine.min:
-                    mine.min = x.min
-                if x.max > mine.max:
-                    mine.max = x.max
-            x = t.duration
-            if x.count:
-                mine = s.duration
+            for x, mine in ((t.ttft, s.ttft), (t.duration, s.duration)):
+                if not x.count:
+                    continue
                 bins = mine.bins
                 for b, n in x.bins.items():
                     bins[b] = bins.get(b, 0) + n
