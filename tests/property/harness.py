@@ -10,14 +10,12 @@ only when the model says so.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import anyio
 
-from llmtally.analysis.stats import StatsDelta
-from llmtally.events import AnalyticsEvent
 from llmtally.storage import SqliteStorage
+from llmtally.storage.base import PreparedBatch
 
 __all__ = ["FaultyStorage", "GatedSleep"]
 
@@ -40,16 +38,14 @@ class FaultyStorage:
     def stalled(self) -> bool:
         return self._gate is not None
 
-    async def write_batch(
-        self, events: Sequence[AnalyticsEvent], checkpoint: StatsDelta | None = None
-    ) -> None:
+    async def write_prepared(self, batch: PreparedBatch) -> None:
         while self._gate is not None and not self.aborted:
             await self._gate.wait()  # inside the persister's shield: only we end it
         if self.aborted:
             raise OSError("injected: the disk is gone")
         self._writing += 1
         try:
-            await self.inner.write_batch(events, checkpoint)
+            await self.inner.write_prepared(batch)
         finally:
             self._writing -= 1
             if not self._writing:

@@ -3,7 +3,10 @@
 Contracts shared by all backends:
 
 - ``write_batch`` stores a batch in one transaction, optionally with a stats checkpoint
-  (the cumulative totals of every event written so far); ``load_totals`` returns the
+  (the cumulative totals of every event written so far). It is ``prepare_batch`` (the
+  CPU work: rows, rollups, encoding — done in the event loop, and by the persister while
+  the previous batch is being written) then ``write_prepared`` (the transaction; may be
+  called again with the same prepared batch to retry it). ``load_totals`` returns the
   checkpoint plus the events written after it, so the restored totals always equal the
   sum over the stored events, whatever crashed when. Writing an event id that is already
   stored is a no-op, so retrying a batch whose commit outcome is unknown is safe.
@@ -24,6 +27,7 @@ written in the same transaction as the events they summarise, by ``write_batch``
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Final, Protocol, TypeAlias, runtime_checkable
 
 import msgspec
@@ -41,6 +45,7 @@ __all__ = [
     "EventStorage",
     "ExpireResult",
     "IngestResult",
+    "PreparedBatch",
     "QueryStorage",
     "RequestRow",
     "RollupRow",
@@ -64,6 +69,18 @@ class IngestResult(msgspec.Struct, frozen=True):
     duplicates: int
 
 
+@dataclass(frozen=True, slots=True)
+class PreparedBatch:
+    """A batch made ready to write by ``prepare_batch``: its ``events``, the encoded
+    stats ``checkpoint`` to save with them (``encode_series``) or ``None``, and ``work``:
+    whatever else the backend built ahead (rows, rollups, an encoded request), never
+    mutated by ``write_prepared`` so that a failed write can be retried with it."""
+
+    events: Sequence[AnalyticsEvent]
+    checkpoint: bytes | None = None
+    work: Any = None
+
+
 class EventStorage(Protocol):
     """A place that keeps events, their running totals and the sync outbox."""
 
@@ -83,7 +100,19 @@ class EventStorage(Protocol):
     async def write_batch(
         self, events: Sequence[AnalyticsEvent], checkpoint: StatsDelta | None = None
     ) -> None:
-        """Store ``events`` (and the ``checkpoint`` totals, if given) in one transaction."""
+        """Store ``events`` (and the ``checkpoint`` totals, if given) in one transaction:
+        ``write_prepared(prepare_batch(events, checkpoint))``."""
+        ...
+
+    def prepare_batch(
+        self, events: Sequence[AnalyticsEvent], checkpoint: StatsDelta | None = None
+    ) -> PreparedBatch:
+        """The CPU work of writing ``events`` (and ``checkpoint``, encoded now: later
+        changes to it are not saved), done ahead without I/O."""
+        ...
+
+    async def write_prepared(self, batch: PreparedBatch) -> None:
+        """Store a prepared batch in one transaction (retry-safe, see above)."""
         ...
 
     async def ingest(self, events: Sequence[AnalyticsEvent]) -> IngestResult:

@@ -21,6 +21,7 @@ from .base import (
     EventFilter,
     ExpireResult,
     IngestResult,
+    PreparedBatch,
     RequestRow,
     RollupRow,
     StorageInfo,
@@ -83,7 +84,16 @@ class MemoryStorage:
     async def write_batch(
         self, events: Sequence[AnalyticsEvent], checkpoint: StatsDelta | None = None
     ) -> None:
-        for e in events:
+        await self.write_prepared(self.prepare_batch(events, checkpoint))
+
+    def prepare_batch(
+        self, events: Sequence[AnalyticsEvent], checkpoint: StatsDelta | None = None
+    ) -> PreparedBatch:
+        """Nothing to build: totals live in the store, not here (the checkpoint is dropped)."""
+        return PreparedBatch(events)
+
+    async def write_prepared(self, batch: PreparedBatch) -> None:
+        for e in batch.events:
             if e.event_id not in self._ids:
                 self._keep(e)
 

@@ -48,6 +48,7 @@ from .base import (
     EventFilter,
     ExpireResult,
     IngestResult,
+    PreparedBatch,
     RequestRow,
     RollupRow,
     StorageInfo,
@@ -364,11 +365,20 @@ class PostgresStorage:
     ) -> None:
         """Insert the new ``events``, roll them up and save ``checkpoint``, in one
         transaction. Already stored ids are skipped (a retry is safe)."""
+        await self.write_prepared(self.prepare_batch(events, checkpoint))
+
+    def prepare_batch(
+        self, events: Sequence[AnalyticsEvent], checkpoint: StatsDelta | None = None
+    ) -> PreparedBatch:
+        """Encodes the checkpoint; the rows and rollups depend on which ids are new."""
+        return PreparedBatch(events, None if checkpoint is None else encode_series(checkpoint))
+
+    async def write_prepared(self, batch: PreparedBatch) -> None:
         async with self.pool.acquire() as conn, conn.transaction():
-            new = await self._insert(conn, events, None)
+            new = await self._insert(conn, batch.events, None)
             await self._upsert_rollups(conn, rollup_events(new))
-            if checkpoint is not None:
-                await conn.execute(_SAVE_CHECKPOINT, encode_series(checkpoint))
+            if batch.checkpoint is not None:
+                await conn.execute(_SAVE_CHECKPOINT, batch.checkpoint)
 
     async def ingest(self, events: Sequence[AnalyticsEvent]) -> IngestResult:
         """Store the events whose id is new (as synced) and roll them up."""

@@ -49,6 +49,7 @@ from .base import (
     EventFilter,
     ExpireResult,
     IngestResult,
+    PreparedBatch,
     RequestRow,
     RollupRow,
     StorageInfo,
@@ -61,7 +62,7 @@ from .rollups import (
     rollup_events,
 )
 from .rows import COLUMNS, PENDING, SYNCED, endpoint_of, event_to_row, row_to_event
-from .sqlite_write import ingest_events, upsert_rollups, write_events
+from .sqlite_write import ingest_events, upsert_rollups, write_rows
 from .writer_process import WriterProcess
 
 __all__ = ["MIGRATIONS", "CorruptDatabaseError", "SqliteStorage", "Writer"]
@@ -425,17 +426,31 @@ class SqliteStorage:
         all in one transaction (``sqlite_write.write_rows``). Events already stored are
         neither inserted nor rolled up again, so retrying a batch whose commit outcome is
         unknown is safe. With ``writer="process"`` the child process writes it."""
+        await self.write_prepared(self.prepare_batch(events, checkpoint))
+
+    def prepare_batch(
+        self, events: Sequence[AnalyticsEvent], checkpoint: StatsDelta | None = None
+    ) -> PreparedBatch:
+        """Rows, rollups and the encoded checkpoint — for the writer process, the whole
+        request frame — built in the caller's thread, beside a write in progress."""
         blob = None if checkpoint is None else encode_series(checkpoint)
-        writer = self._writer_process
-        if writer is None:
-            async with self._lock:
-                await _on_connection_thread(self.db, write_events, events, blob)
-            return
-        # Built here, beside the event loop's other work; the child only inserts.
         rows = [event_to_row(e) for e in events]
         deltas = rollup_events(events)
+        if self.writer == "process":
+            return PreparedBatch(events, blob, WriterProcess.encode_write(rows, deltas, blob))
+        return PreparedBatch(events, blob, (rows, deltas))
+
+    async def write_prepared(self, batch: PreparedBatch) -> None:
+        """One transaction (``sqlite_write.write_rows``) on the connection's thread, or
+        in the writer process."""
         async with self._lock:
-            await writer.write(rows, deltas, blob)
+            if self.writer == "thread":
+                rows, deltas = batch.work
+                await _on_connection_thread(self.db, write_rows, rows, deltas, batch.checkpoint)
+                return
+            if self._writer_process is None:
+                raise RuntimeError("SqliteStorage is not open")
+            await self._writer_process.write(batch.work)
 
     async def ingest(self, events: Sequence[AnalyticsEvent]) -> IngestResult:
         """Store the events whose id is new (as synced) and add them to the rollups, in

@@ -48,7 +48,6 @@ __all__ = [
     "ingest_rows",
     "insert_rows",
     "upsert_rollups",
-    "write_events",
     "write_rows",
 ]
 
@@ -106,9 +105,11 @@ def existing_ids(conn: sqlite3.Connection, ids: Sequence[str]) -> set[str]:
 
 def upsert_rollups(conn: sqlite3.Connection, deltas: dict[RollupKey, Rollup]) -> None:
     """Read-merge-write of the rollup rows ``deltas`` touch (inside the caller's
-    ``BEGIN IMMEDIATE``, so no other writer can interleave). ``deltas`` is consumed."""
+    ``BEGIN IMMEDIATE``, so no other writer can interleave). ``deltas`` is left as it
+    was (a batch whose transaction failed is retried with the same deltas)."""
     if not deltas:
         return
+    deltas = dict(deltas)  # stored rows replace entries below; the Rollups are not mutated
     keys = list(deltas)
     for i in range(0, len(keys), _KEYS_PER_SELECT):
         chunk = keys[i : i + _KEYS_PER_SELECT]
@@ -165,13 +166,6 @@ def write_rows(
             upsert_rollups(conn, deltas)
         if checkpoint is not None:
             conn.execute(SAVE_CHECKPOINT, (checkpoint,))
-
-
-def write_events(
-    conn: sqlite3.Connection, events: Sequence[AnalyticsEvent], checkpoint: bytes | None
-) -> None:
-    """``write_rows`` of ``events`` (rows and rollups built here)."""
-    write_rows(conn, [event_to_row(e) for e in events], rollup_events(events), checkpoint)
 
 
 def ingest_rows(conn: sqlite3.Connection, rows: Sequence[Row]) -> list[int]:

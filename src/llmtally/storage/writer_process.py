@@ -94,12 +94,25 @@ _encode_request: Final = msgspec.msgpack.Encoder().encode
 _decode_reply: Final = msgspec.msgpack.Decoder(WriteReply).decode
 
 
+def _frame(request: Request) -> bytes:
+    body = _encode_request(request)
+    return HEADER.pack(len(body)) + body
+
+
 # ``-P``: no working directory on ``sys.path`` (a stray ``sqlite3.py`` there must not be
 # imported). The folder this ``llmtally`` came from is *appended*: importable even from a
 # source checkout the parent put on its path at run time, and never ahead of the stdlib.
+# The packages on the way to ``writer_child`` are registered bare (their ``__init__``
+# would import the whole library: pricing data, aiosqlite, starlette …): the child loads
+# only the modules it runs, and starts in ~0.1 s instead of ~0.3 s.
 _ROOT: Final = str(Path(llmtally.__file__).resolve().parent.parent)
 _BOOT: Final = (
-    "import sys; sys.path.append(sys.argv.pop(1)); "
+    "import sys, types; root = sys.argv.pop(1)\n"
+    "for name in ('llmtally', 'llmtally.analysis', 'llmtally.storage'):\n"
+    "    package = sys.modules[name] = types.ModuleType(name)\n"
+    "    package.__path__ = [root + '/' + name.replace('.', '/')]\n"
+    "    package.__file__ = package.__path__[0] + '/__init__.py'\n"
+    "sys.path.append(root)\n"
     "from llmtally.storage.writer_child import main; sys.exit(main(sys.argv[1:]))"
 )
 
@@ -157,23 +170,26 @@ class WriterProcess:
         self._stdout = BufferedByteReceiveStream(process.stdout)
         self.starts += 1
 
-    async def write(
-        self,
+    @staticmethod
+    def encode_write(
         rows: list[tuple[Any, ...]],
         deltas: dict[RollupKey, Rollup],
         checkpoint: bytes | None,
-    ) -> None:
-        """Write one batch (see ``sqlite_write.write_rows``). Raises ``WriterError``."""
-        await self._request(WriteRequest(rows, list(deltas.items()), checkpoint), resend=False)
+    ) -> bytes:
+        """The frame of a ``WriteRequest`` (pure: built ahead, sent by ``write``)."""
+        return _frame(WriteRequest(rows, list(deltas.items()), checkpoint))
+
+    async def write(self, frame: bytes) -> None:
+        """Write one batch encoded by ``encode_write`` (see ``sqlite_write.write_rows``).
+        Raises ``WriterError``; the same frame may be written again (a retry)."""
+        await self._request(frame, resend=False)
 
     async def ingest(self, rows: list[tuple[Any, ...]]) -> list[int]:
         """Store the rows whose id is new, rolled up; returns their indices (see
         ``sqlite_write.ingest_rows``). Raises ``WriterError``."""
-        return (await self._request(IngestRequest(rows), resend=True)).inserted
+        return (await self._request(_frame(IngestRequest(rows)), resend=True)).inserted
 
-    async def _request(self, request: Request, *, resend: bool) -> WriteReply:
-        body = _encode_request(request)
-        frame = HEADER.pack(len(body)) + body
+    async def _request(self, frame: bytes, *, resend: bool) -> WriteReply:
         try:
             with anyio.fail_after(self.timeout):
                 while True:
