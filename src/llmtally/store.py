@@ -167,7 +167,7 @@ class EventStore:
         writer: where SQLite writes happen: ``"thread"`` (default) or ``"process"`` — a
             child process that runs the inserts beside the event loop instead of
             competing with it for the GIL: about twice the sustained event rate on two
-            cores, and the router's loop keeps its CPU. Costs one process and ~0.3 s at
+            cores, and the router's loop keeps its CPU. Costs one process and ~0.1 s at
             open. Ignored with ``path=None`` or ``storage``.
 
     Beside ``stats()`` the aggregator keeps ``error_patterns()``, ``slo_status()``,

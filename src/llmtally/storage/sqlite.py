@@ -254,7 +254,7 @@ class SqliteStorage:
     ``writer``: where batches of events are written: ``"thread"`` (default: on the
     connection's thread) or ``"process"`` (a child process, see ``writer_process``:
     SQLite's work then runs beside the event loop instead of competing with it for the
-    GIL — about twice the sustained write rate on two cores; costs a process and ~0.3 s
+    GIL — about twice the sustained write rate on two cores; costs a process and ~0.1 s
     at open). Everything else (queries, sync marks, retention) stays on this process's
     connections either way.
     """
