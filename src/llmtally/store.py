@@ -583,7 +583,10 @@ class EventStore:
         return True
 
     async def record(self, event: AnalyticsEvent) -> AnalyticsEvent | None:
-        """Record a pre-built event. Returns it, or ``None`` when dropped (counted)."""
+        """Record a pre-built event. Returns it, or ``None`` when dropped (counted).
+
+        Stored once per ``event_id``; ``stats()`` counts each call (an id recorded twice
+        counts twice there): a new event needs a new id."""
         v.check_event(event)
         return await self._submit(event)
 
