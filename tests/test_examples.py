@@ -8,13 +8,13 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx2
 import pytest
 
-from tests.server.collector import free_port, start_collector
+from tests.pipes import PipeReader
+from tests.server.collector import READY_LINE, free_port, start_collector
 
 ROOT = Path(__file__).resolve().parent.parent
 _SERVED_APP = re.compile(r"^app = Starlette\(", re.M)  # a module-level app: served by uvicorn
@@ -104,32 +104,34 @@ def test_readme_router_app_serves_and_records(tmp_path: Path, block: str) -> Non
             "--port",
             str(port),
             "--log-level",
-            "warning",
+            "info",  # for its readiness line
         ],
         cwd=tmp_path,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )
+    assert proc.stdout is not None
+    output = PipeReader(proc.stdout, name="the README's router under uvicorn")
     try:
-        answer = None
-        deadline = time.monotonic() + 30
-        with httpx2.Client(base_url=f"http://127.0.0.1:{port}", timeout=5.0) as client:
-            while answer is None:  # polling a subprocess for readiness: bounded
-                assert proc.poll() is None, proc.communicate()[0]
-                try:
-                    answer = client.post(
-                        "/v1/chat/completions",
-                        json={"model": "gpt-4o-mini", "messages": []},
-                        headers={"x-agent-id": "agent-7"},
-                    )
-                except httpx2.TransportError:
-                    assert time.monotonic() < deadline, "the router did not start"
+        output.wait_for(READY_LINE, 30)  # logged once the lifespan ran and it listens
+        answer = httpx2.post(
+            f"http://127.0.0.1:{port}/v1/chat/completions",
+            json={"model": "gpt-4o-mini", "messages": []},
+            headers={"x-agent-id": "agent-7"},
+            timeout=5.0,
+        )
         assert answer.status_code == 200
         event_id = answer.json()["id"]
         assert event_id
     finally:
         proc.send_signal(signal.SIGTERM)  # the lifespan drains the store on shutdown
-        out = proc.communicate(timeout=30)[0]
+        try:
+            proc.wait(30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        out = output.wait_closed(30)
     # uvicorn shuts down gracefully, then re-raises the signal it caught.
     assert proc.returncode in (0, -signal.SIGTERM), out
     with sqlite3.connect(tmp_path / "router-analytics.db") as db:

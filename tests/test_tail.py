@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,24 +26,22 @@ from llmtally.query.anomalies import live_anomaly, record_of_anomaly
 from llmtally.server.app import create_app
 from llmtally.server.auth import Auth, Scope
 from llmtally.server.detector import anomaly_event
-from llmtally.server.live import LiveHub
 from llmtally.storage.sqlite import SqliteStorage
 from llmtally.tail_command import SseEvent, format_anomaly_line, iter_sse
 
 from .integrations.serving import serve
+from .pipes import PipeReader
 from .server.collector import (
     EVENTS_PATH,
     INGEST_TOKEN,
     READ_TOKEN,
-    STARTUP_TIMEOUT_S,
-    TOKEN_ENV,
     Collector,
     base_env,
     free_port,
-    serve_command,
     start_collector,
     wire_event,
 )
+from .server.watched_hub import WatchedHub
 
 DEADLINE_S = 20.0
 
@@ -80,43 +79,39 @@ def collector(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Collector]:
         assert server.terminate() == 0, server.log_text()
 
 
-@pytest.fixture
-def idle(collector: Collector) -> Collector:
-    """The shared collector once the previous test's tail has unsubscribed."""
-    wait_for_subscribers(collector.url, 0)
-    return collector
+@dataclass
+class Tail:
+    """A running ``llmtally tail`` and its output, read as it comes."""
+
+    proc: subprocess.Popen[bytes]
+    stdout: PipeReader
+    stderr: PipeReader
+
+    def following(self) -> None:
+        """Wait until it says it follows the stream: it got the response's headers, and
+        the collector subscribes it before sending them (so no event posted from now on
+        is missed). Once per connection: after a reconnection, wait again."""
+        self.stderr.wait_for(FOLLOWING, DEADLINE_S)
 
 
-def tail(*args: str, token: str | None = READ_TOKEN) -> subprocess.Popen[str]:
+FOLLOWING = "llmtally tail: following "
+
+
+def tail(*args: str, token: str | None = READ_TOKEN) -> Tail:
     """``llmtally tail`` as a process. Tests wait for it to subscribe, then post events."""
     env = base_env({"LLMTALLY_TOKEN": token} if token else {})
-    return subprocess.Popen(
+    proc = subprocess.Popen(
         [sys.executable, "-m", "llmtally.cli", "tail", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-        text=True,
         env=env,
     )
-
-
-def subscribers(url: str) -> int:
-    text = httpx2.get(
-        url + "/metrics", headers={"Authorization": f"Bearer {READ_TOKEN}"}, timeout=5
-    ).text
-    line = next(x for x in text.splitlines() if x.startswith("llmtally_live_subscribers "))
-    return int(float(line.split()[1]))
-
-
-def wait_for_subscribers(url: str, n: int, proc: subprocess.Popen[str] | None = None) -> None:
-    deadline = time.monotonic() + DEADLINE_S
-    while subscribers(url) != n:  # polling an observable condition, bounded
-        assert proc is None or proc.poll() is None, proc.communicate()
-        assert time.monotonic() < deadline, f"live subscribers did not reach {n}"
-        time.sleep(0.05)
-
-
-def wait_for_subscriber(url: str, proc: subprocess.Popen[str]) -> None:
-    wait_for_subscribers(url, 1, proc)
+    assert proc.stdout is not None and proc.stderr is not None
+    return Tail(
+        proc,
+        PipeReader(proc.stdout, name="llmtally tail's stdout"),
+        PipeReader(proc.stderr, name="llmtally tail's stderr"),
+    )
 
 
 def post(url: str, events: list[dict[str, Any]]) -> None:
@@ -129,24 +124,23 @@ def post(url: str, events: list[dict[str, Any]]) -> None:
     assert r.json()["accepted"] == len(events)
 
 
-def finish(proc: subprocess.Popen[str]) -> tuple[int, str, str]:
+def finish(t: Tail) -> tuple[int, str, str]:
     try:
-        out, err = proc.communicate(timeout=DEADLINE_S)
+        code = t.proc.wait(DEADLINE_S)
     except subprocess.TimeoutExpired:
-        proc.kill()
-        out, err = proc.communicate()
-        raise AssertionError(f"tail did not exit; stderr:\n{err}") from None
-    return proc.returncode, out, err
+        t.proc.kill()
+        t.proc.wait()
+        raise AssertionError(f"tail did not exit; stderr:\n{t.stderr.text()}") from None
+    return code, t.stdout.wait_closed(DEADLINE_S), t.stderr.wait_closed(DEADLINE_S)
 
 
 def now_event(i: int, **overrides: Any) -> dict[str, Any]:
     return wire_event(i, timestamp_ms=int(time.time() * 1000), **overrides)
 
 
-def test_json_lines_with_a_filter(idle: Collector) -> None:
-    collector = idle
+def test_json_lines_with_a_filter(collector: Collector) -> None:
     proc = tail("--url", collector.url, "--json", "--provider", "openai", "--max-events", "3")
-    wait_for_subscriber(collector.url, proc)
+    proc.following()
     events = [now_event(i) for i in range(6)]  # odd ones are openai
     post(collector.url, events)
     code, out, err = finish(proc)
@@ -159,10 +153,9 @@ def test_json_lines_with_a_filter(idle: Collector) -> None:
     assert "Traceback" not in err
 
 
-def test_rich_lines(idle: Collector) -> None:
-    collector = idle
+def test_rich_lines(collector: Collector) -> None:
     proc = tail("--url", collector.url, "--max-events", "2")
-    wait_for_subscriber(collector.url, proc)
+    proc.following()
     post(collector.url, [now_event(1, agent_id="agent-x"), now_event(6)])  # 6 fails: 429
     code, out, err = finish(proc)
     assert code == 0, err
@@ -206,7 +199,7 @@ async def test_tail_prints_anomalies_as_they_are_published(tmp_path: Path) -> No
     """``tail`` (the process) against a real collector app whose hub publishes an
     anomaly (as the detector does) and a request: one readable line each, and with
     ``--json`` the anomaly's JSON unchanged."""
-    hub = LiveHub()
+    hub = WatchedHub()
     app = create_app(
         SqliteStorage(tmp_path / "t.db"),
         auth=Auth({READ_TOKEN: Scope.READ}),
@@ -218,10 +211,8 @@ async def test_tail_prints_anomalies_as_they_are_published(tmp_path: Path) -> No
     async with serve(app, lifespan="on") as url:
         for args in ([], ["--json"]):
             proc = tail("--url", url, "--max-events", "2", *args)
-            with anyio.fail_after(DEADLINE_S):
-                while hub.subscriber_count == 0:
-                    assert proc.poll() is None, proc.communicate()
-                    await anyio.sleep(0.02)
+            await anyio.to_thread.run_sync(proc.following)
+            assert hub.subscriber_count == 1
             hub.publish([spike(), request])
             code, out, err = await anyio.to_thread.run_sync(finish, proc)
             assert code == 0, err
@@ -239,50 +230,27 @@ async def test_tail_prints_anomalies_as_they_are_published(tmp_path: Path) -> No
                 )
                 assert "failed 429 rate_limited" in second
             with anyio.fail_after(DEADLINE_S):
-                while hub.subscriber_count:  # noqa: ASYNC110 - a counter, no event
-                    await anyio.sleep(0.02)
+                await hub.released()  # the tail left: its subscription is released
+            assert hub.subscriber_count == 0
         hub.close()
 
 
 def test_reconnects_after_a_collector_restart(tmp_path: Path) -> None:
-    port = free_port()
-    db = tmp_path / "restart.db"
-
-    def start() -> subprocess.Popen[bytes]:
-        proc = subprocess.Popen(
-            serve_command(db, port),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            env=base_env(TOKEN_ENV),
-        )
-        deadline = time.monotonic() + STARTUP_TIMEOUT_S
-        while True:  # bounded readiness poll of a subprocess
-            try:
-                if httpx2.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                    return proc
-            except httpx2.TransportError:
-                pass
-            assert time.monotonic() < deadline, "collector did not start"
-            time.sleep(0.05)
-
-    url = f"http://127.0.0.1:{port}"
-    server = start()
+    server = start_collector(tmp_path)
+    url = server.url
     follower = tail("--url", url, "--json", "--max-events", "2", "--max-backoff", "1")
     try:
-        wait_for_subscriber(url, follower)
+        follower.following()
         first = now_event(1)
         post(url, [first])
-        server.send_signal(signal.SIGTERM)  # the stream ends; tail reconnects
-        assert server.wait(15) == 0
-        server = start()
-        wait_for_subscriber(url, follower)
+        assert server.terminate() == 0, server.log_text()  # the stream ends; tail reconnects
+        server = start_collector(tmp_path, db=server.db, port=server.port)
+        follower.following()
         second = now_event(2)
         post(url, [second])
         code, out, err = finish(follower)
     finally:
-        if server.poll() is None:
-            server.send_signal(signal.SIGTERM)
-            server.wait(15)
+        assert server.terminate() == 0, server.log_text()
     assert code == 0, err
     assert [json.loads(x)["event_id"] for x in out.splitlines()] == [
         first["event_id"],
@@ -291,11 +259,10 @@ def test_reconnects_after_a_collector_restart(tmp_path: Path) -> None:
     assert "reconnecting in" in err
 
 
-def test_ctrl_c_exits_0(idle: Collector) -> None:
-    collector = idle
+def test_ctrl_c_exits_0(collector: Collector) -> None:
     proc = tail("--url", collector.url)
-    wait_for_subscriber(collector.url, proc)
-    proc.send_signal(signal.SIGINT)
+    proc.following()
+    proc.proc.send_signal(signal.SIGINT)
     code, _, err = finish(proc)
     assert code == 0, err
     assert "Traceback" not in err

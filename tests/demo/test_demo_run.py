@@ -6,9 +6,11 @@ still carry it (no orphaned child, whatever ended the demo).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+import select
 import signal
 import sqlite3
 import subprocess
@@ -20,6 +22,8 @@ from typing import Any
 
 import httpx2
 import pytest
+
+from ..pipes import PipeReader
 
 pytestmark = pytest.mark.slow
 
@@ -45,12 +49,27 @@ def _processes_with(marker: str) -> list[int]:
     return found
 
 
-def _wait_gone(marker: str, deadline_s: float = 10.0) -> list[int]:
-    """Children stopped by the demo may take a moment to be reaped by init."""
-    deadline = time.monotonic() + deadline_s
-    while (left := _processes_with(marker)) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return left
+def _wait_gone(marker: str, timeout: float = 10.0) -> list[int]:
+    """The processes still carrying ``marker`` once those found now have ended (at most
+    ``timeout`` s): a pidfd of each becomes readable when it exits, child of ours or not."""
+    fds = []
+    for pid in _processes_with(marker):
+        with contextlib.suppress(ProcessLookupError):
+            fds.append(os.pidfd_open(pid))
+    try:
+        exits = select.poll()
+        for fd in fds:
+            exits.register(fd, select.POLLIN)
+        deadline = time.monotonic() + timeout
+        running = len(fds)
+        while running and (left := deadline - time.monotonic()) > 0:
+            for fd, _ in exits.poll(left * 1000):
+                exits.unregister(fd)
+                running -= 1
+    finally:
+        for fd in fds:
+            os.close(fd)
+    return _processes_with(marker)  # an ended process's environ reads empty
 
 
 def _summary(folder: Path) -> dict[str, Any]:
@@ -125,14 +144,13 @@ def test_keep_serving_serves_the_collector_until_ctrl_c(tmp_path: Path) -> None:
         env=_env(marker),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-        text=True,
     )
+    assert proc.stdout is not None and proc.stderr is not None
+    stdout = PipeReader(proc.stdout, name="llmtally demo's stdout")
+    stderr = PipeReader(proc.stderr, name="llmtally demo's stderr")
     try:
-        deadline = time.monotonic() + 60
-        while not (folder / "summary.json").exists():  # polling another process: bounded
-            assert proc.poll() is None, proc.communicate()
-            assert time.monotonic() < deadline, "no summary within 60 s"
-            time.sleep(0.05)
+        # Printed after the summary (and summary.json) is written, the collector up.
+        stdout.wait_for("Ctrl-C to stop", 60)
         s = _summary(folder)
         read = {"authorization": f"Bearer {s['read_token']}"}
         stats = httpx2.get(s["collector_url"] + "/analytics/stats", headers=read)
@@ -141,11 +159,12 @@ def test_keep_serving_serves_the_collector_until_ctrl_c(tmp_path: Path) -> None:
         _collector_budgets_agree(s, read)
         _dashboard_link_signs_in(s)
         proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=30)
+        proc.wait(30)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+    out, err = stdout.wait_closed(30), stderr.wait_closed(30)
     assert proc.returncode == 0, err
     assert "Traceback" not in err
     assert "Ctrl-C to stop" in out
@@ -157,17 +176,12 @@ def _collector_budgets_agree(s: dict[str, Any], read: dict[str, str]) -> None:
     router = {b["budget_id"]: b for b in s["budgets"]}
     assert len(router) == 2 and all(b["spent_nanos"] > 0 for b in router.values())
     keys = ("spent_nanos", "spent_micros", "limit_micros", "thresholds_reached", "period_start_ms")
-    deadline = time.monotonic() + 15  # its answers are cached a few seconds: poll, bounded
-    while True:
-        answer = httpx2.get(s["collector_url"] + "/analytics/budgets", headers=read)
-        assert answer.status_code == 200
-        collector = {b["budget_id"]: b for b in answer.json()["budgets"]}
-        if collector.keys() == router.keys() and all(
-            collector[i]["spent_nanos"] == router[i]["spent_nanos"] for i in router
-        ):
-            break
-        assert time.monotonic() < deadline, (collector, router)
-        time.sleep(0.1)
+    # The summary is made once the collector holds every event, and nobody asked for its
+    # budgets before (it caches answers a few seconds): this first answer is computed now.
+    answer = httpx2.get(s["collector_url"] + "/analytics/budgets", headers=read)
+    assert answer.status_code == 200
+    collector = {b["budget_id"]: b for b in answer.json()["budgets"]}
+    assert collector.keys() == router.keys()
     for budget_id, b in router.items():
         assert {k: collector[budget_id][k] for k in keys} == {k: b[k] for k in keys}
 
@@ -189,25 +203,33 @@ def _dashboard_link_signs_in(s: dict[str, Any]) -> None:
 def test_ctrl_c_during_the_run_stops_early_and_cleanly(tmp_path: Path) -> None:
     marker = uuid.uuid4().hex
     folder = tmp_path / "demo"
-    proc = subprocess.Popen(
-        _demo_command("--requests", "100000", "--dir", str(folder)),
-        env=_env(marker),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    # On a terminal the demo shows its progress (``requests ━━━ 63/100000``), read from
+    # the pty's master: Ctrl-C once requests have been recorded.
+    master, terminal = os.openpty()
     try:
-        deadline = time.monotonic() + 60
-        while not _router_has_events(folder / "router.db"):  # polling: bounded
-            assert proc.poll() is None, proc.communicate()
-            assert time.monotonic() < deadline, "no events within 60 s"
-            time.sleep(0.1)
+        proc = subprocess.Popen(
+            _demo_command("--requests", "100000", "--dir", str(folder)),
+            env={**_env(marker), "TERM": "xterm-256color"},
+            stdout=terminal,
+            stderr=subprocess.PIPE,
+        )
+    except BaseException:
+        os.close(master)
+        raise
+    finally:
+        os.close(terminal)
+    assert proc.stderr is not None
+    stdout = PipeReader(master, name="llmtally demo's terminal")
+    stderr = PipeReader(proc.stderr, name="llmtally demo's stderr")
+    try:
+        stdout.wait_for(re.compile(r"(?<!\d)[1-9]\d*/100000"), 60)
         proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=60)
+        proc.wait(60)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+    out, err = stdout.wait_closed(30), stderr.wait_closed(30)
     assert proc.returncode == 130, err
     assert "Traceback" not in err
     s = _summary(folder)
@@ -216,19 +238,3 @@ def test_ctrl_c_during_the_run_stops_early_and_cleanly(tmp_path: Path) -> None:
     assert s["consistent"] is True  # what was sent was recorded and synced
     assert "stopped early" in out
     assert not _wait_gone(marker)
-
-
-def _router_has_events(db: Path) -> bool:
-    if not db.exists():
-        return False
-    try:
-        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1)
-        try:
-            (n,) = conn.execute(
-                "SELECT count(*) FROM events WHERE event_type = 'llm_request_completed'"
-            ).fetchone()
-        finally:
-            conn.close()
-    except sqlite3.Error:
-        return False
-    return int(n) > 0

@@ -18,8 +18,10 @@ import time
 from pathlib import Path
 
 import anyio
+import httpx2
+import msgspec
 
-from llmtally import EventStore, SyncConfig
+from llmtally import EventStore, SyncConfig, SyncHooks
 from tests.server.collector import INGEST_TOKEN, start_collector
 
 ROUTER = Path(__file__).with_name("router_process.py")
@@ -105,7 +107,9 @@ def test_a_collector_killed_mid_batch_and_restarted_gets_everything_once(
             min_backoff=0.05,
             max_backoff=0.2,
         )
-        async with EventStore(db, sync=config, overflow="block") as store:
+        tap = _StoredTap(at_least=1_000)
+        hooks = SyncHooks(transport=tap)
+        async with EventStore(db, sync=config, overflow="block", sync_hooks=hooks) as store:
             for i in range(EVENTS):
                 ev = await store.record_llm_completed("gpt-4o-mini", input_tokens=i)
                 assert ev is not None
@@ -115,10 +119,8 @@ def test_a_collector_killed_mid_batch_and_restarted_gets_everything_once(
                     # collector once it has stored some, so a batch is (almost surely)
                     # in flight — half written, or written and not yet answered.
                     with anyio.fail_after(60):
-                        while _stored(first.db) < 1_000:  # noqa: ASYNC110 (another process)
-                            await anyio.sleep(0.01)
-                    first.proc.kill()
-                    first.proc.wait()
+                        await tap.reached.wait()
+                    await anyio.to_thread.run_sync(first.kill)
             await store.flush()
             # Restarted on the same port and database; the syncer's retries find it.
             second = await anyio.to_thread.run_sync(
@@ -142,8 +144,22 @@ def test_a_collector_killed_mid_batch_and_restarted_gets_everything_once(
     assert _counts(db, "SELECT count(*) FROM events WHERE sync_state = 0") == (0,)
 
 
-def _stored(db: Path) -> int:
-    try:
-        return _counts(db, "SELECT count(*) FROM events")[0]
-    except sqlite3.OperationalError:  # not created yet, or busy
-        return 0
+class _StoredTap(httpx2.AsyncBaseTransport):
+    """The network, plus ``reached``: set once the collector has answered 200 to batches
+    holding ``at_least`` events in all (it answers after its commit: they are stored)."""
+
+    def __init__(self, at_least: int) -> None:
+        self._network = httpx2.AsyncHTTPTransport()
+        self._left = at_least
+        self.reached = anyio.Event()
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        response = await self._network.handle_async_request(request)
+        if response.status_code == 200:
+            self._left -= len(msgspec.json.decode(request.content)["events"])
+            if self._left <= 0:
+                self.reached.set()
+        return response
+
+    async def aclose(self) -> None:
+        await self._network.aclose()

@@ -20,7 +20,8 @@ import pytest
 
 from llmtally import EventStore, SyncConfig
 from llmtally.pipeline.sync import SyncHooks
-from llmtally.storage import MemoryStorage
+from llmtally.storage import MemoryStorage, SqliteStorage
+from llmtally.storage.base import ExpireResult
 from llmtally.storage.rows import PENDING, REFUSED, SYNCED
 
 from .fake_collector import FakeCollector, RecordedSleep, Reply
@@ -328,11 +329,35 @@ async def test_max_pending_events_bounds_the_disk_while_the_collector_is_down(
         assert store.stats().dropped_by_cause == {"pending_limit": 31}
 
 
+class _WatchedExpiry(SqliteStorage):
+    """A real SQLite storage whose ``next_pass()`` waits for a retention pass that begins
+    after the call (the store runs them on its own timer and announces none)."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self._wanted: anyio.Event | None = None
+
+    async def expire(self, now_ms: int, *, chunk_size: int = 2_000) -> ExpireResult:
+        wanted, self._wanted = self._wanted, None
+        result = await super().expire(now_ms, chunk_size=chunk_size)
+        if wanted is not None:
+            # Set before returning: the store counts the deleted rows as soon as this
+            # returns, with no await in between, so a woken waiter sees its new count.
+            wanted.set()
+        return result
+
+    async def next_pass(self) -> None:
+        self._wanted = wanted = anyio.Event()
+        with anyio.fail_after(10):
+            await wanted.wait()
+
+
 async def test_retention_prunes_synced_rows_and_keeps_pending_ones(db_path: Path) -> None:
     fake = FakeCollector()
     old = int(NOW * 1000) - 40 * 86_400_000  # older than the 30-day raw TTL
+    storage = _WatchedExpiry(db_path)
     store = EventStore(
-        db_path,
+        storage=storage,
         batch_linger=0.0,
         retention_interval=0.05,
         clock=lambda: int(NOW * 1000),
@@ -347,11 +372,8 @@ async def test_retention_prunes_synced_rows_and_keeps_pending_ones(db_path: Path
             await store.record_llm_completed("gpt-4o-mini", input_tokens=i, timestamp_ms=old)
         await store.record_llm_completed("gpt-4o-mini", input_tokens=1)  # recent
         await store.flush()
-        with anyio.fail_after(10):
-            # Polling (bounded) for the next pass: the store does not announce it, and its
-            # own count follows the file's commit a moment later.
-            while stored_rows(db_path) != 6 or len(store) != 6:  # noqa: ASYNC110
-                await anyio.sleep(0.02)
+        await storage.next_pass()  # one that began with every row written
+        assert stored_rows(db_path) == 6
         assert len(store) == 6
         assert store.unsynced_count() == 6
         assert store.stats().total_requests == 16  # statistics are kept

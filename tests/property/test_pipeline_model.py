@@ -51,6 +51,7 @@ from hypothesis.stateful import (
 )
 
 from llmtally import EventStore, SyncConfig, SyncHooks
+from llmtally.pipeline.sync import SyncRequest
 from llmtally.storage import SqliteStorage
 from llmtally.storage.rows import PENDING, REFUSED, SYNCED
 from tests.pipeline.fake_collector import FakeCollector, Reply
@@ -314,13 +315,15 @@ class PipelineModel(RuleBasedStateMachine):
 
         async def go() -> None:
             if sleep.waiting:
-                sent = store.stats().sync["sent"]
+                # What ``sync_now()`` sends, but without waiting for the backoff: queued
+                # before the backoff ends, the request joins the retry round and is
+                # answered when that round ends — however it ends.
+                request = SyncRequest()
+                assert store._sync_tx is not None
+                await store._sync_tx.send(request)
                 sleep.release()
-                # Polling an observable condition, bounded by the step's deadline: the end
-                # of a round shows only in the syncer's counters.
-                while store.stats().sync["sent"] == sent:  # noqa: ASYNC110
-                    await anyio.sleep(0.002)
-                if sleep.waiting:
+                await request.done.wait()
+                if sleep.waiting or request.result.failed:
                     return  # it failed again: backing off
             await store.sync_now()
 

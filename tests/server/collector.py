@@ -8,17 +8,17 @@ import socket
 import sqlite3
 import subprocess
 import sys
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx2
 import msgspec
 
 from llmtally._ids import new_event_id
 from llmtally.events import AnalyticsEvent, LlmRequestCompleted, LlmRequestFailed, to_wire
+
+from ..pipes import PipeReader
 
 INGEST_TOKEN = "ingest-token-7f3a"
 READ_TOKEN = "read-token-91bc"
@@ -63,27 +63,42 @@ def serve_command(db: Path | str, port: int, *extra: str) -> list[str]:
 
 @dataclass
 class Collector:
-    """A running ``llmtally serve`` process."""
+    """A running ``llmtally serve`` process; ``output`` reads its stdout and stderr (also
+    copied to ``log``)."""
 
     proc: subprocess.Popen[bytes]
     url: str
     port: int
     db: Path
     log: Path
+    output: PipeReader
 
     def log_text(self) -> str:
-        return self.log.read_text(errors="replace")
+        return self.output.text()
 
     def terminate(self, timeout: float = 15.0) -> int:
-        """SIGTERM, then wait for the exit code (killed after ``timeout``)."""
+        """SIGTERM, then wait for the exit code (killed after ``timeout``) and the end of
+        its output (so ``log_text()`` holds the last lines)."""
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
         try:
-            return self.proc.wait(timeout)
+            code = self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+            self.kill()
             raise AssertionError(f"collector ignored SIGTERM; log:\n{self.log_text()}") from None
+        self.output.wait_closed(timeout)
+        return code
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown at all. Returns once the process is gone."""
+        self.proc.kill()
+        self.proc.wait()
+        self.output.wait_closed(15.0)
+
+
+READY_LINE = "Uvicorn running on"
+"""What uvicorn logs (level info, the default) once the collector's lifespan has started
+(the database is open) and its socket listens."""
 
 
 def start_collector(
@@ -94,35 +109,29 @@ def start_collector(
     port: int | None = None,
 ) -> Collector:
     """Start ``llmtally serve`` on ``port`` (default: a free loopback port); returns once
-    /health answers."""
+    it says it serves (``READY_LINE``: keep ``--log-level`` at info or lower)."""
     workdir.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
     db = db or workdir / "collector.db"
     log = workdir / f"collector-{port}.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            serve_command(db, port, *extra),
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=base_env(tokens),
-        )
-    collector = Collector(proc, f"http://127.0.0.1:{port}", port, db, log)
-    deadline = time.monotonic() + STARTUP_TIMEOUT_S
-    with httpx2.Client(base_url=collector.url, timeout=1.0) as client:
-        while True:  # polling a subprocess for readiness: bounded
-            if proc.poll() is not None:
-                raise AssertionError(
-                    f"collector exited with {proc.returncode}; log:\n{collector.log_text()}"
-                )
-            try:
-                if client.get("/health").status_code == 200:
-                    return collector
-            except httpx2.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                collector.terminate()
-                raise AssertionError(f"collector did not start; log:\n{collector.log_text()}")
-            time.sleep(0.05)
+    proc = subprocess.Popen(
+        serve_command(db, port, *extra),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env=base_env(tokens),
+    )
+    assert proc.stdout is not None
+    output = PipeReader(proc.stdout, name=f"llmtally serve on port {port}", tee=log)
+    collector = Collector(proc, f"http://127.0.0.1:{port}", port, db, log, output)
+    try:
+        output.wait_for(READY_LINE, STARTUP_TIMEOUT_S)
+    except AssertionError:
+        if proc.poll() is None:
+            collector.kill()
+        raise AssertionError(
+            f"collector did not start (exit code {proc.returncode}); log:\n{collector.log_text()}"
+        ) from None
+    return collector
 
 
 # --- events -----------------------------------------------------------------------------

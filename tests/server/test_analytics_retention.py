@@ -77,7 +77,16 @@ async def test_the_collector_lifespan_runs_retention(tmp_path: Path) -> None:
 
 async def test_retention_can_be_turned_off(tmp_path: Path) -> None:
     storage = _Recorder(tmp_path / "c.db")
-    app = create_app(storage, auth=Auth(insecure=True), own_storage=True, retention_interval_s=None)
+    app = create_app(
+        storage,
+        auth=Auth(insecure=True),
+        own_storage=True,
+        retention_interval_s=None,
+        detect_interval_s=None,  # no other background task: nothing else to wait for
+    )
     async with app.router.lifespan_context(app):
-        await anyio.sleep(0.05)
+        # A retention task would call ``expire`` first thing, before it ever waits: once
+        # every other task is blocked, it would have been called.
+        await anyio.wait_all_tasks_blocked()
+        assert storage.db is not None  # serving
     assert storage.calls == []

@@ -37,6 +37,7 @@ from llmtally.storage.sqlite import SqliteStorage
 
 from ..integrations.serving import serve
 from .collector import wire_event
+from .watched_hub import WatchedHub
 
 READ, INGEST = "live-read", "live-ingest"
 
@@ -257,7 +258,7 @@ def now_event(i: int, **overrides: Any) -> dict[str, Any]:
 
 
 async def test_live_stream_sends_new_events_once_and_keepalives(tmp_path: Path) -> None:
-    hub = LiveHub(keepalive_s=0.2)
+    hub = WatchedHub(keepalive_s=0.2)
     async with (
         live_server(tmp_path, hub) as url,
         httpx2.AsyncClient(base_url=url, timeout=10) as client,
@@ -288,9 +289,9 @@ async def test_live_stream_sends_new_events_once_and_keepalives(tmp_path: Path) 
         assert data == {k: v for k, v in batch[0].items() if v is not None}
         assert await sse.frame() == KEEPALIVE_FRAME  # silence: keepalive after 0.2 s
         assert hub.subscriber_count == 1
-    with anyio.fail_after(10):  # the client left: the subscription is released
-        while hub.subscriber_count:  # noqa: ASYNC110 - a counter, no event to wait on
-            await anyio.sleep(0.01)
+    with anyio.fail_after(10):
+        await hub.released()  # the client left: the subscription is released
+    assert hub.subscriber_count == 0
 
 
 async def test_filters_last_event_id_and_refusals(tmp_path: Path) -> None:
