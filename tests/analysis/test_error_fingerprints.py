@@ -124,3 +124,18 @@ def test_the_message_cache_is_bounded_and_changes_no_fingerprint() -> None:
         assert fp == fingerprint("upstream", "/v1", m)
     assert len(patterns._cache) == MESSAGE_CACHE_SIZE
     assert patterns.snapshot().total_errors == len(messages) + 6
+
+
+def test_the_fingerprint_memo_is_bounded_and_changes_no_fingerprint() -> None:
+    # Messages that normalize alike share one hash; distinct ones fill the memo, which is
+    # cleared when full.
+    patterns = ErrorPatterns(max_patterns=10)
+    words = ["alpha", "beta", "gamma", "delta"]
+    messages = [
+        f"{words[i % 4]} upstream{i // 4} failed: req_{i:06x}9"
+        for i in range(MESSAGE_CACHE_SIZE + 50)
+    ]
+    for m in messages + messages[:3]:
+        fp = patterns.observe(0, "upstream", m, model="m", status_code=502, endpoint="/v1")
+        assert fp == fingerprint("upstream", "/v1", m)
+    assert 0 < len(patterns._digests) <= MESSAGE_CACHE_SIZE

@@ -2,14 +2,17 @@
 ``BudgetBook.spend_series`` equals ``spend_many`` of the same costs (spend and the
 crossings, in order), and ``StreamingStats.observe_series`` equals one ``observe_many``
 per model with that model's series (counts, cancellations, sketches — sums included —
-and which models overflow into ``(other)``)."""
+and which models overflow into ``(other)``), its one-value sketches (most series of a
+small batch) included."""
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from llmtally import AnalyticsEvent, LlmRequestCompleted, LlmRequestFailed
+from llmtally._exceptions import ValidationError
 from llmtally.analysis.budgets import Budget, BudgetBook
 from llmtally.analysis.stats import StatsDelta
 from llmtally.analysis.streaming import StreamingStats
@@ -19,6 +22,9 @@ T0 = 1_760_000_040_000
 MODELS = ["m0", "m1", "m2", "m3"]
 AGENTS = [None, "a1", "a2"]
 KEYS = [None, "k1", "k2"]
+# Values a sketch treats apart: zero and -0.0 (the zero bucket), below and above its range.
+_EDGES = st.sampled_from([0.0, -0.0, 1e-9, 2e11])
+_MS = st.floats(0.5, 5_000.0) | _EDGES
 
 
 @st.composite
@@ -29,8 +35,8 @@ def _request(draw: st.DrawFn) -> AnalyticsEvent:
         "provider_id": draw(st.sampled_from(KEYS)),
         "output_tokens": draw(st.integers(0, 50)),
         "cost_nanos": draw(st.integers(0, 400_000)),
-        "duration_ms": draw(st.none() | st.floats(0.5, 5_000.0)),
-        "ttft_ms": draw(st.floats(0.5, 5_000.0)),
+        "duration_ms": draw(st.none() | _MS),
+        "ttft_ms": draw(_MS),
     }
     outcome = draw(st.sampled_from([None, "rate_limited", CANCELLED]))
     payload: LlmRequestCompleted | LlmRequestFailed
@@ -113,3 +119,25 @@ def test_observe_series_equals_observe_many_per_model(
             )
     assert bulk.snapshot() == reference.snapshot()
     assert bulk.sketches() == reference.sketches()  # sums too: added in the same order
+
+
+def test_spend_series_refuses_a_negative_cost_and_charges_nothing() -> None:
+    book = BudgetBook(_BUDGETS, now_ms=T0)
+    ok = AnalyticsEvent(
+        event_id="e1",
+        timestamp_ms=T0,
+        payload=LlmRequestCompleted(model="m1", provider="p", cost_nanos=300_000),
+        agent_id="a1",
+    )
+    delta = StatsDelta().add_all([ok])
+    bad = StatsDelta().add_all([ok])
+    [tally] = bad.series.values()
+    tally.cost_nanos = -1
+    for series in ({**bad.series}, {**delta.series, ("m2", "p", "", ""): tally}):
+        before = book.status(T0)
+        with pytest.raises(ValidationError):
+            book.spend_series(T0, series)
+        assert book.status(T0) == before
+    book.spend_series(T0, delta.series)
+    spent = {s.budget_id: s.spent_nanos for s in book.status(T0)}
+    assert spent == {"all": 300_000, "a1": 300_000, "a1-hard": 300_000, "k2": 0, "m1": 300_000}

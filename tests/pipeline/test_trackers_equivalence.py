@@ -21,7 +21,8 @@ BUDGETS = [
     Budget(id="m0", scope="model", scope_value="m0", limit_micros=10**9),
 ]
 
-_ms = st.none() | st.floats(min_value=0.5, max_value=5_000.0)
+# Zero (a falsy value that is present), -0.0, and values beyond the sketch's range too.
+_ms = st.none() | st.floats(min_value=0.5, max_value=5_000.0) | st.sampled_from([0.0, -0.0, 2e11])
 
 
 @st.composite

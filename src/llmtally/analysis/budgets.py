@@ -24,7 +24,6 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from itertools import pairwise
-from operator import attrgetter
 from typing import Final, Literal, TypeAlias
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -59,7 +58,6 @@ about 1.25 days of a month): earlier, one expensive call would extrapolate wildl
 
 _MICROS_PER_USD: Final = 1_000_000
 _NANOS_PER_MICRO: Final = 1_000
-_cost_of: Final = attrgetter("cost_nanos")
 _MS: Final = timedelta(milliseconds=1)
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _SCOPES: Final = ("global", "agent_id", "provider_id", "model")
@@ -569,34 +567,43 @@ class BudgetBook:
     ) -> list[ThresholdCrossing]:
         """``spend_many`` for a batch's ``StatsDelta.series``: each series' ``cost_nanos``
         with its agent, API key (``""``: none) and model, all at ``now_ms``. Same result
-        as ``spend_many`` of those costs in series order; the series are only looped
-        over (in Python) when a budget is scoped to an agent, an API key or a model.
-        Raises ``ValidationError`` for a negative cost (nothing is charged then)."""
-        costs = list(map(_cost_of, series.values()))
-        if costs and min(costs) < 0:
-            raise ValidationError(f"cost must be >= 0, got {min(costs)}")
+        as ``spend_many`` of those costs in series order; a series costs one dict
+        look-up per scope that has budgets. Raises ``ValidationError`` for a negative
+        cost (nothing is charged then)."""
         add: dict[str, int] = {}
+        total = 0
         scoped = self._scoped
         no: dict[str | None, list[_State]] = {}
         agents = scoped.get("agent_id", no)
         keys = scoped.get("provider_id", no)
         models = scoped.get("model", no)
+        # Loops reading the slot (map(attrgetter(...)) is not specialized: slower).
         if agents or keys or models:
-            for (model, _, agent_id, provider_id), cost in zip(series, costs, strict=True):
+            for (model, _, agent_id, provider_id), t in series.items():
+                cost = t.cost_nanos
                 if not cost:
                     continue
+                if cost < 0:
+                    raise ValidationError(f"cost must be >= 0, got {cost}")
+                total += cost
                 # The order of spend_many: agent, API key, model. Most series match no
-                # scoped budget: one dict look-up per scope, no loop.
-                if agents and agent_id and (states := agents.get(agent_id)):
-                    for state in states:
+                # scoped budget: one ``in`` per scope (cheaper than a get() call), no
+                # loop. Scope values are never "" (an absent id here): no guard needed.
+                if agent_id in agents:
+                    for state in agents[agent_id]:
                         add[state.budget.id] = add.get(state.budget.id, 0) + cost
-                if keys and provider_id and (states := keys.get(provider_id)):
-                    for state in states:
+                if provider_id in keys:
+                    for state in keys[provider_id]:
                         add[state.budget.id] = add.get(state.budget.id, 0) + cost
-                if models and (states := models.get(model)):
-                    for state in states:
+                if model in models:
+                    for state in models[model]:
                         add[state.budget.id] = add.get(state.budget.id, 0) + cost
-        total = sum(costs)
+        else:
+            for t in series.values():
+                cost = t.cost_nanos
+                if cost < 0:
+                    raise ValidationError(f"cost must be >= 0, got {cost}")
+                total += cost
         for state in scoped.get("global", no).get(None, ()):
             add[state.budget.id] = add.get(state.budget.id, 0) + total
         return self._charge(add, now_ms)

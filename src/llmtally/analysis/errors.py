@@ -39,7 +39,8 @@ MAX_NORMALIZED_INPUT: Final = 4096
 
 MESSAGE_CACHE_SIZE: Final = 1024
 """``ErrorPatterns`` remembers the fingerprints of this many distinct raw messages (LRU),
-so at most 4 Mi characters of messages (``MAX_NORMALIZED_INPUT`` each)."""
+and of as many normalized ones (a memo cleared when full), so at most 8 Mi characters of
+messages (``MAX_NORMALIZED_INPUT`` each)."""
 
 MAX_MODELS_PER_PATTERN: Final = 20
 MAX_STATUS_CODES_PER_PATTERN: Final = 20
@@ -252,7 +253,15 @@ class ErrorPatterns:
     owned by one actor.
     """
 
-    __slots__ = ("_cache", "_patterns", "evicted", "max_models", "max_patterns", "total_errors")
+    __slots__ = (
+        "_cache",
+        "_digests",
+        "_patterns",
+        "evicted",
+        "max_models",
+        "max_patterns",
+        "total_errors",
+    )
 
     def __init__(self, max_patterns: int = 1000, *, max_models: int = MAX_MODELS_PER_PATTERN):
         if max_patterns < 1:
@@ -268,6 +277,9 @@ class ErrorPatterns:
         # Raw (type, endpoint, message) → (fingerprint, normalized), least recent first:
         # an error repeated word for word skips the regexes and the hash.
         self._cache: OrderedDict[tuple[str, str | None, str], tuple[str, str]] = OrderedDict()
+        # (type, endpoint, normalized message) → fingerprint: messages that differ only
+        # in their ids (a request id in each) skip the hash. Cleared when full.
+        self._digests: dict[tuple[str, str | None, str], str] = {}
 
     def __len__(self) -> int:
         return len(self._patterns)
@@ -293,7 +305,15 @@ class ErrorPatterns:
         hit = cache.get(key)
         if hit is None:
             normalized = normalize_message(raw)
-            fp = _digest(error_type, endpoint, normalized)
+            digests = self._digests
+            fp_key = (error_type, endpoint, normalized)
+            known = digests.get(fp_key)
+            if known is None:
+                known = _digest(error_type, endpoint, normalized)
+                if len(digests) >= MESSAGE_CACHE_SIZE:
+                    digests.clear()
+                digests[fp_key] = known
+            fp = known
             if len(cache) >= MESSAGE_CACHE_SIZE:
                 cache.popitem(last=False)
             cache[key] = (fp, normalized)
