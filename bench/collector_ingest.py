@@ -2,7 +2,8 @@
 
 Starts one ``llmtally serve`` process (uvloop), then a few concurrent async clients
 (httpx2, one connection each, pre-encoded bodies) post batches of Protocol 012 events
-over loopback until ``--events`` are in. Reports accepted events/s.
+over loopback until ``--events`` are in. Reports accepted events/s, and the CPU per event
+of the collector (its process and writer process) and of the clients (this process).
 
 Backends (``--db``):
 
@@ -36,7 +37,7 @@ import tempfile
 import time
 from collections.abc import Coroutine, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import httpx2
 import msgspec
@@ -136,8 +137,9 @@ def start_collector(
             time.sleep(0.05)
 
 
-async def post_all(url: str, bodies: list[bytes], clients: int) -> tuple[int, float]:
-    """Post every body from ``clients`` concurrent clients; returns (accepted, seconds)."""
+async def post_all(url: str, bodies: list[bytes], clients: int) -> tuple[int, float, float]:
+    """Post every body from ``clients`` concurrent clients; returns (accepted, seconds,
+    the clients' CPU seconds: this process's)."""
     queue = iter(bodies)
     decoder = msgspec.json.Decoder(dict[str, Any])
     headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
@@ -158,12 +160,14 @@ async def post_all(url: str, bodies: list[bytes], clients: int) -> tuple[int, fl
         for client in pool:
             await client.get("/health")
         t0 = time.perf_counter()
+        cpu0 = time.process_time()
         counts = await asyncio.gather(*(worker(c) for c in pool))
         elapsed = time.perf_counter() - t0
+        client_cpu = time.process_time() - cpu0
     finally:
         for client in pool:
             await client.aclose()
-    return sum(counts), elapsed
+    return sum(counts), elapsed, client_cpu
 
 
 def cpu_seconds(pid: int) -> float | None:
@@ -188,6 +192,18 @@ def tree_cpu_seconds(pid: int) -> tuple[float, float] | None:
     return own, sum(cpu_seconds(int(c)) or 0.0 for c in children)
 
 
+class HttpRun(NamedTuple):
+    """What ``run_http`` measured."""
+
+    rate: float
+    """Accepted events/s."""
+    collector_us: tuple[float, float] | None
+    """CPU microseconds per event of the collector's process and of its writer process
+    (``None`` without ``/proc``)."""
+    clients_us: float
+    """CPU microseconds per event of the clients (this process, on the same cores)."""
+
+
 def run_http(
     db: str,
     log: Path,
@@ -195,16 +211,16 @@ def run_http(
     batch: int,
     clients: int,
     extra: list[str] | None = None,
-) -> tuple[float, tuple[float, float] | None]:
-    """(accepted events/s, the CPU microseconds per event of the collector process and
-    of its writer process, or ``None``). ``extra``: more ``llmtally serve`` arguments."""
+) -> HttpRun:
+    """Post ``wire`` to a collector started for the run. ``extra``: more ``llmtally
+    serve`` arguments."""
     encode = msgspec.json.Encoder().encode
     bodies = [encode(WireBatch(events=b)) for b in chunks(wire, batch)]
     port = free_port()
     proc = start_collector(db, port, log, extra)
     try:
         cpu0 = tree_cpu_seconds(proc.pid)
-        accepted, elapsed = _run(post_all(f"http://127.0.0.1:{port}", bodies, clients))
+        accepted, elapsed, client_cpu = _run(post_all(f"http://127.0.0.1:{port}", bodies, clients))
         cpu1 = tree_cpu_seconds(proc.pid)
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -213,10 +229,11 @@ def run_http(
         raise SystemExit(f"accepted {accepted} of {len(wire)}")
     if code != 0:
         raise SystemExit(f"collector exited with {code}")
+    clients_us = client_cpu / accepted * 1e6
     if cpu0 is None or cpu1 is None:
-        return accepted / elapsed, None
+        return HttpRun(accepted / elapsed, None, clients_us)
     own, children = ((b - a) / accepted * 1e6 for a, b in zip(cpu0, cpu1, strict=True))
-    return accepted / elapsed, (own, children)
+    return HttpRun(accepted / elapsed, (own, children), clients_us)
 
 
 def _run(coro: Coroutine[Any, Any, T]) -> T:
@@ -233,6 +250,9 @@ def _run(coro: Coroutine[Any, Any, T]) -> T:
 
 def run_plain_sqlite(workdir: Path, wire: list[WireEvent], batch: int) -> float:
     rows = [event_to_row(from_wire(w), SYNCED) for w in wire]
+    # Plain means plain: without the ``None`` adapter that importing llmtally's SQLite
+    # writer registers on Python 3.11 (``storage/sqlite_write.py``).
+    none_adapter = sqlite3.adapters.pop((type(None), sqlite3.PrepareProtocol), None)
     conn = sqlite3.connect(workdir / "plain.db", isolation_level=None)
     try:
         conn.execute("PRAGMA journal_mode = WAL")
@@ -249,6 +269,8 @@ def run_plain_sqlite(workdir: Path, wire: list[WireEvent], batch: int) -> float:
         (count,) = conn.execute("SELECT count(*) FROM events").fetchone()
     finally:
         conn.close()
+        if none_adapter is not None:
+            sqlite3.register_adapter(type(None), none_adapter)
     assert count == len(rows)
     return len(rows) / elapsed
 
@@ -297,7 +319,7 @@ def _with_search_path(url: str, schema: str) -> str:
 
 def run_postgres(
     url: str, wire: list[WireEvent], batch: int, clients: int
-) -> tuple[tuple[float, tuple[float, float] | None], float]:
+) -> tuple[HttpRun, float]:
     """(``run_http``'s answer, plain rate), each in a fresh schema dropped afterwards."""
     tag = secrets.token_hex(4)
     schemas = [f"llmtally_bench_{tag}_collector", f"llmtally_bench_{tag}_plain"]
@@ -333,7 +355,7 @@ def main() -> None:
     wire = make_wire(args.events)
     if args.db.startswith(("postgresql://", "postgres://")):
         peer = "plain asyncpg COPY:"
-        (http_rate, cpu_us), plain_rate = run_postgres(args.db, wire, args.batch, args.clients)
+        http, plain_rate = run_postgres(args.db, wire, args.batch, args.clients)
     elif args.db == "sqlite":
         peer = "plain sqlite3:"
         with tempfile.TemporaryDirectory(prefix="llmtally-bench-") as tmp:
@@ -341,10 +363,11 @@ def main() -> None:
             db = str(workdir / "collector.db")
             log = workdir / "collector.log"
             extra = [] if args.writer is None else ["--writer", args.writer]
-            http_rate, cpu_us = run_http(db, log, wire, args.batch, args.clients, extra)
+            http = run_http(db, log, wire, args.batch, args.clients, extra)
             plain_rate = run_plain_sqlite(workdir, wire, args.batch)
     else:
         parser.error("--db must be 'sqlite' or a postgresql:// URL")
+    http_rate, cpu_us = http.rate, http.collector_us
     ratio = http_rate / plain_rate
     cpus = os.cpu_count()
     print(f"events: {args.events:,}  batch: {args.batch}  clients: {args.clients}  cpus: {cpus}")
@@ -357,6 +380,7 @@ def main() -> None:
             f"collector CPU:       {own + child:>10.1f} us/event"
             f"   (event loop's process {own:.1f}, writer process {child:.1f})"
         )
+    print(f"clients' CPU:        {http.clients_us:>10.1f} us/event   (this process, same cores)")
 
 
 if __name__ == "__main__":

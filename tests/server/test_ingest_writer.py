@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import anyio
 import msgspec
@@ -12,6 +13,7 @@ from llmtally.events import AnalyticsEvent, decode_wire_event, from_wire
 from llmtally.server.ingest_writer import IngestWriter
 from llmtally.storage.base import IngestResult
 from llmtally.storage.memory import MemoryStorage
+from llmtally.storage.sqlite import SqliteStorage
 
 from .collector import wire_event
 
@@ -51,12 +53,30 @@ class _Gated(MemoryStorage):
         return await super().ingest(events)
 
 
+class _GatedSqlite(SqliteStorage):
+    """SQLite storage (it answers with the very events it was given) whose first
+    ``ingest`` waits for ``gate``; records each call."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.gate = anyio.Event()
+        self.entered = anyio.Event()
+        self.calls: list[list[str]] = []
+
+    async def ingest(self, events: Sequence[AnalyticsEvent]) -> IngestResult:
+        self.calls.append([e.event_id for e in events])
+        if len(self.calls) == 1:
+            self.entered.set()
+            await self.gate.wait()
+        return await super().ingest(events)
+
+
 def _transient(exc: BaseException) -> bool:
     return isinstance(exc, TimeoutError)
 
 
 async def _run_three(
-    storage: _Gated, batches: list[list[AnalyticsEvent]]
+    storage: _Gated | _GatedSqlite, batches: list[list[AnalyticsEvent]]
 ) -> list[IngestResult | BaseException]:
     """The first batch starts writing; the others queue behind it; then it is let go."""
     writer = IngestWriter(storage, guard=anyio.Lock, is_transient=_transient)
@@ -99,6 +119,34 @@ async def test_queued_batches_are_written_together_and_each_id_counted_once() ->
     assert r3.duplicates == 2
     assert r1.duplicates == 0
     assert await storage.count_events() == 5
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    "stored_before",
+    [pytest.param(False, id="all-new"), pytest.param(True, id="one-stored-already")],
+)
+async def test_a_group_of_distinct_ids_answers_each_request_with_its_own_events(
+    tmp_path: Path, stored_before: bool
+) -> None:
+    storage = _GatedSqlite(tmp_path / "collector.db")
+    await storage.open()
+    try:
+        stored = _events(6)[0].event_id
+        if stored_before:
+            await SqliteStorage.ingest(storage, _events(6))  # not gated, not recorded
+        batches = [_events(1, 2), _events(3, 4), _events(5, 6)]
+        results = await _run_three(storage, batches)
+        assert len(storage.calls) == 2  # the last two batches were written together
+        for batch, result in zip(batches, results, strict=True):
+            assert isinstance(result, IngestResult)
+            new = [e for e in batch if not (stored_before and e.event_id == stored)]
+            assert len(result.inserted) == len(new)
+            assert all(a is b for a, b in zip(result.inserted, new, strict=True))
+            assert result.duplicates == len(batch) - len(new)
+        assert await storage.count_events() == 6
+    finally:
+        await storage.close()
 
 
 @pytest.mark.asyncio

@@ -1,30 +1,38 @@
 """Rollup maths (pure): dense bins agree with ``LogSketch``; rows round-trip; a batch's
-facet rows sum to its events; the SQLite upgrade rolls up events stored before rollups."""
+facet rows sum to its events, and are those of a straightforward event-by-event
+reference, whether built from events or from rows; the SQLite upgrade rolls up events
+stored before rollups."""
 
 from __future__ import annotations
 
 import math
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from llmtally.analysis.sketch import LogSketch, bucket_of
+from llmtally.events import AnalyticsEvent, LlmRequestCompleted, LlmRequestFailed
 from llmtally.storage.rollups import (
     DIMENSIONS,
     HOUR_MS,
     MINUTE_MS,
     Bins,
     Metric,
+    Rollup,
+    RollupKey,
     rollup_events,
     rollup_from_row,
+    rollup_rows,
     rollup_to_row,
+    status_of,
 )
-from llmtally.storage.rows import COLUMNS, ENVELOPE_COLUMNS, event_to_row
+from llmtally.storage.rows import COLUMNS, ENVELOPE_COLUMNS, SYNCED, event_to_row
 from llmtally.storage.sqlite import MIGRATIONS, SqliteStorage
 
-from .factory import T0, random_requests, request
+from .factory import T0, lifecycle, random_requests, request
 
 values = st.lists(
     st.one_of(
@@ -123,3 +131,108 @@ async def test_upgrading_a_version_1_database_rolls_up_its_events(tmp_path: Path
         assert sum(r.requests for _, _, r in decoded) == 7000
     finally:
         await s.close()
+
+
+def _reference(events: list[AnalyticsEvent]) -> dict[RollupKey, Rollup]:
+    """The rollups of ``events`` the obvious way: each request event added to each of its
+    14 rows, one at a time."""
+    out: dict[RollupKey, Rollup] = {}
+    for e in events:
+        p = e.payload
+        if not isinstance(p, LlmRequestCompleted | LlmRequestFailed):
+            continue
+        failed = isinstance(p, LlmRequestFailed)
+        facets = {
+            "": "",
+            "model": p.model,
+            "provider": p.provider,
+            "agent": e.agent_id or "",
+            "provider_id": p.provider_id or "",
+            "endpoint": p.endpoint or "",
+            "status": status_of(failed),
+        }
+        for period in (MINUTE_MS, HOUR_MS):
+            start = e.timestamp_ms - e.timestamp_ms % period
+            for dim, value in facets.items():
+                r = out.setdefault((period, dim, start, value), Rollup())
+                r.add(
+                    failed,
+                    p.input_tokens,
+                    p.output_tokens,
+                    p.cached_input_tokens,
+                    p.cache_write_input_tokens,
+                    p.cost_nanos,
+                    p.pricing_status == "unpriced",
+                    p.duration_ms,
+                    p.ttft_ms,
+                )
+                r.models[p.model] = r.models.get(p.model, 0) + 1
+                r.providers[p.provider] = r.providers.get(p.provider, 0) + 1
+                if p.endpoint:
+                    r.endpoints[p.endpoint] = r.endpoints.get(p.endpoint, 0) + 1
+    return out
+
+
+def _assert_same(got: Rollup, want: Rollup) -> None:
+    """Equal, but for the float sums' last bits (added in another order)."""
+    for mine, theirs in ((got.duration, want.duration), (got.ttft, want.ttft)):
+        assert math.isclose(mine.sum, theirs.sum, rel_tol=1e-12, abs_tol=1e-12)
+        assert mine.bins.sparse() == theirs.bins.sparse()
+        assert (mine.count, mine.min, mine.max) == (theirs.count, theirs.min, theirs.max)
+        assert mine.q is None
+    assert got.counters() == want.counters()
+    assert (got.models, got.providers, got.endpoints) == (
+        want.models,
+        want.providers,
+        want.endpoints,
+    )
+
+
+latency = st.one_of(
+    st.none(),
+    st.just(0.0),
+    st.floats(min_value=-5.0, max_value=0.0),
+    st.floats(min_value=1e-6, max_value=1e12),
+    st.floats(min_value=1.0, max_value=3_000.0),
+)
+
+
+# One event: ``None`` for a lifecycle event, else the arguments of ``factory.request``.
+event_args = st.one_of(
+    st.none(),
+    st.fixed_dictionaries(
+        {
+            "timestamp_ms": st.integers(min_value=T0, max_value=T0 + 3 * HOUR_MS),
+            # p3: a model's provider is not always the same, so not always a coarsening.
+            "model": st.sampled_from(["m1", "m2", "m3"]),
+            "provider": st.sampled_from(["p1", "p1", "p2", "p3"]),
+            "failed": st.booleans(),
+            "agent_id": st.sampled_from([None, "", "a1", "a2"]),
+            "provider_id": st.sampled_from([None, "k1", "k2"]),
+            "endpoint": st.sampled_from([None, "/v1/chat", "/v1/embed"]),
+            "duration_ms": latency,
+            "ttft_ms": latency,
+            "input_tokens": st.integers(min_value=0, max_value=10**6),
+            "output_tokens": st.integers(min_value=0, max_value=10**6),
+            "cost_nanos": st.integers(min_value=0, max_value=10**12),
+            "unpriced": st.booleans(),
+        }
+    ),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(event_args, max_size=60))
+def test_rollups_are_those_of_the_event_by_event_reference(
+    args: list[dict[str, Any] | None],
+) -> None:
+    events = [lifecycle(T0) if a is None else request(**a) for a in args]
+    want = _reference(events)
+    got = rollup_events(events)
+    assert got.keys() == want.keys()
+    for key, r in got.items():
+        _assert_same(r, want[key])
+    # From the rows (the writer process's path): the very same rollups.
+    from_rows = rollup_rows([event_to_row(e, SYNCED) for e in events])
+    assert list(from_rows) == list(got)
+    assert all(from_rows[k] == r for k, r in got.items())

@@ -81,6 +81,15 @@ async def test_ingest_stores_each_event_id_once(db_path: Path) -> None:
         assert again.duplicates == 6
         assert await s.count_events() == 11
         assert await s.count_pending() == 0  # the collector stores what it got as synced
+        new = _ev(100)
+        twice = await s.ingest([new, new])  # repeated within a batch, stored nowhere yet
+        assert twice.inserted == [new]
+        assert twice.duplicates == 1
+        # Absent values are SQL NULLs (bound through the None adapter on Python 3.11).
+        async with s.db.execute(
+            "SELECT typeof(error_code), typeof(extra), typeof(tags) FROM events"
+        ) as cur:
+            assert set(await cur.fetchall()) == {("null", "null", "null")}
     finally:
         await s.close()
 

@@ -226,7 +226,7 @@ def routes(ctx: ServerContext) -> list[BaseRoute]:
         del body
         accepted = duplicates = 0
         if parsed.events:
-            events: list[AnalyticsEvent] = [from_wire(w) for w in parsed.events]
+            events: list[AnalyticsEvent] = list(map(from_wire, parsed.events))
             try:
                 result = await writer.ingest(events)  # the write itself is shielded
             except Exception as exc:

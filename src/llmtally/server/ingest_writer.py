@@ -26,6 +26,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
+from itertools import chain
+from operator import attrgetter, is_
 from typing import Final
 
 import anyio
@@ -37,6 +39,8 @@ __all__ = ["DEFAULT_MAX_GROUP_EVENTS", "IngestWriter"]
 
 DEFAULT_MAX_GROUP_EVENTS: Final = 5_000
 """Events written in one transaction at most (a batch larger than this goes alone)."""
+
+_event_id: Final = attrgetter("event_id")
 
 
 class _Job:
@@ -138,20 +142,31 @@ class IngestWriter:
             job.error = exc
 
     async def _write_together(self, group: list[_Job]) -> None:
-        seen: set[str] = set()
-        combined: list[AnalyticsEvent] = []
-        firsts: list[list[AnalyticsEvent]] = []  # each job's events first seen in it
-        for job in group:
-            mine: list[AnalyticsEvent] = []
-            for e in job.events:
-                if e.event_id not in seen:
-                    seen.add(e.event_id)
-                    mine.append(e)
-            combined += mine
-            firsts.append(mine)
+        combined = list(chain.from_iterable(job.events for job in group))
+        firsts: list[Sequence[AnalyticsEvent]]  # each job's events first seen in it
+        if len(set(map(_event_id, combined))) == len(combined):
+            firsts = [job.events for job in group]  # the common case: no id twice
+        else:
+            seen: set[str] = set()
+            combined = []
+            firsts = []
+            for job in group:
+                mine: list[AnalyticsEvent] = []
+                for e in job.events:
+                    if e.event_id not in seen:
+                        seen.add(e.event_id)
+                        mine.append(e)
+                combined += mine
+                firsts.append(mine)
         async with self._guard():
             result = await self._storage.ingest(combined)
-        stored = {e.event_id: e for e in result.inserted}
-        for job, mine in zip(group, firsts, strict=True):
-            inserted = [stored[e.event_id] for e in mine if e.event_id in stored]
-            job.result = IngestResult(inserted=inserted, duplicates=len(job.events) - len(inserted))
+        inserted = result.inserted
+        if len(inserted) == len(combined) and all(map(is_, inserted, combined)):
+            # Every event stored, and answered as given: no lookups by id.
+            for job, first in zip(group, firsts, strict=True):
+                job.result = IngestResult(list(first), len(job.events) - len(first))
+            return
+        stored = {e.event_id: e for e in inserted}
+        for job, first in zip(group, firsts, strict=True):
+            answer = [stored[e.event_id] for e in first if e.event_id in stored]
+            job.result = IngestResult(inserted=answer, duplicates=len(job.events) - len(answer))

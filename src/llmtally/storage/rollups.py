@@ -19,18 +19,18 @@ and how many requests each model, provider and endpoint served (``models_used``,
 ``backends_used``, ``endpoints_hit``).
 
 Buckets are kept dense (``Bins``: a first bucket and a list of counts) so that merging
-is a C-level ``map(add)`` and a quantile a ``bisect`` over block sums: reading a month of
-hourly rows must take milliseconds, not seconds.
+is a C-level ``map(add)`` and a quantile a ``bisect`` over running (or block) sums:
+reading a month of hourly rows must take milliseconds, not seconds.
 """
 
 from __future__ import annotations
 
 import math
 from bisect import bisect_right
-from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections import Counter, _count_elements  # type: ignore[attr-defined]
+from collections.abc import Callable, Iterable, Sequence
 from itertools import accumulate, chain, repeat, zip_longest
-from operator import add, mul
+from operator import add, itemgetter, mul
 from typing import Any, Final, TypeAlias
 
 import msgspec
@@ -45,6 +45,7 @@ from ..analysis.sketch import (
 )
 from ..analysis.stats import Tally
 from ..events import AnalyticsEvent, LlmRequestCompleted, LlmRequestFailed
+from .rows import COLUMNS, endpoint_of
 
 __all__ = [
     "DIMENSIONS",
@@ -58,6 +59,7 @@ __all__ = [
     "RollupKey",
     "rollup_events",
     "rollup_from_row",
+    "rollup_rows",
     "rollup_to_row",
     "status_of",
 ]
@@ -67,8 +69,11 @@ _INV_LOG_GAMMA: Final = 1.0 / math.log((1 + RELATIVE_ACCURACY) / (1 - RELATIVE_A
 _log: Final = math.log
 _ceil: Final = math.ceil
 _BLOCK: Final = 16  # buckets per block sum in ``Bins.quantiles``
+_FEW_BUCKETS: Final = 512  # ``Bins.quantiles``: running totals up to this many buckets
 _MIN_BUCKET: Final = _ceil(_log(MIN_VALUE) * _INV_LOG_GAMMA)
 _MAX_BUCKET: Final = _ceil(_log(MAX_VALUE) * _INV_LOG_GAMMA)
+_count_into: Final[Callable[[dict[int, int], Iterable[int]], None]] = _count_elements
+"""``_count_into(d, keys)`` adds 1 to ``d[k]`` for each ``k`` of ``keys``, in C."""
 
 MINUTE_MS: Final = 60_000
 HOUR_MS: Final = 3_600_000
@@ -194,16 +199,24 @@ class Bins(msgspec.Struct, gc=False):
         within ±1% of the exact sample quantile; ``None`` when empty. ``count`` must
         equal ``total()`` when given.
 
-        Sums of ``_BLOCK`` buckets are made in C (``zip`` + ``sum``), a ``bisect`` picks
-        the block of each rank and a short scan the bucket: about a tenth of the Python
-        work of running totals over every bucket.
+        Running totals are made in C (``accumulate``) and a ``bisect`` finds each rank's
+        bucket; over many buckets (``Bins.spanning``), sums of ``_BLOCK`` buckets instead,
+        and a short scan within the block: about a tenth of the work.
         """
         n = self.total() if count is None else count
         if n <= 0:
             return [None] * len(qs)
         counts, zero, lo = self.counts, self.zero, self.lo
-        starts = list(accumulate(map(sum, zip_longest(*[iter(counts)] * _BLOCK, fillvalue=0))))
+        last = len(counts) - 1
         out: list[float | None] = []
+        if len(counts) <= _FEW_BUCKETS:
+            ends = list(accumulate(counts))
+            for q in qs:
+                rank = q * (n - 1) - zero
+                # The first bucket whose running total passes rank.
+                out.append(0.0 if rank < 0 else value_of(lo + min(bisect_right(ends, rank), last)))
+            return out
+        starts = list(accumulate(map(sum, zip_longest(*[iter(counts)] * _BLOCK, fillvalue=0))))
         for q in qs:
             rank = q * (n - 1) - zero
             if rank < 0:
@@ -217,7 +230,7 @@ class Bins(msgspec.Struct, gc=False):
                 if seen > rank:
                     break
                 i += 1
-            out.append(value_of(lo + min(i, len(counts) - 1)))
+            out.append(value_of(lo + min(i, last)))
         return out
 
     def sparse(self) -> dict[int, int]:
@@ -512,32 +525,64 @@ def rollup_from_row(row: Sequence[Any]) -> Rollup:
 
 
 _SeriesKey: TypeAlias = tuple[int, str, str, str, str, str, bool]
-# The facet value of a series key, per facet (status is derived from ``failed``).
-_FACETS: Final = (
-    ("", lambda k: ""),
-    ("model", lambda k: k[1]),
-    ("provider", lambda k: k[2]),
-    ("agent", lambda k: k[3]),
-    ("provider_id", lambda k: k[4]),
-    ("endpoint", lambda k: k[5]),
-    ("status", lambda k: status_of(k[6])),
-)
-
-
+"""``(minute, model, provider, agent, provider_id, endpoint, failed)``: one series of a
+batch (an absent agent, API key or endpoint is ``""``)."""
 _Slot: TypeAlias = tuple[list[int], list[float], list[float]]
 """One series of a batch: its ten counters (``COUNTERS`` order), durations and TTFTs."""
+
+_COMPLETED: Final = "llm_request_completed"
+# For ``isinstance``: a tuple, as ``A | B`` would build a union on every call.
+_REQUEST_PAYLOADS: Final = (LlmRequestCompleted, LlmRequestFailed)
+_FAILED: Final = "llm_request_failed"
+# Where ``_fold_rows`` finds what it needs in a ``rows.COLUMNS`` row.
+(
+    _TYPE,
+    _TS,
+    _AGENT,
+    _PROVIDER_ID,
+    _PROVIDER,
+    _MODEL,
+    _INPUT,
+    _OUTPUT,
+    _CACHED,
+    _CACHE_WRITE,
+    _COST,
+    _PRICING,
+    _DURATION,
+    _TTFT,
+    _EXTRA,
+) = map(
+    COLUMNS.index,
+    (
+        "event_type",
+        "timestamp_ms",
+        "agent_id",
+        "provider_id",
+        "provider",
+        "model",
+        "input_tokens",
+        "output_tokens",
+        "cached_input_tokens",
+        "cache_write_input_tokens",
+        "cost_nanos",
+        "pricing_status",
+        "duration_ms",
+        "ttft_ms",
+        "extra",
+    ),
+)
 
 
 def _fold_series(events: Iterable[AnalyticsEvent]) -> dict[_SeriesKey, _Slot]:
     # The per-event hot path of every write: no method calls in it. Latencies are kept
-    # as values; they are bucketed per facet row, in C (``Metric.add_many``).
+    # as values; they are bucketed once per batch, in C (``_bucketed``).
     series: dict[_SeriesKey, _Slot] = {}
     for e in events:
         p = e.payload
         cls = type(p)
         if cls is not LlmRequestCompleted and cls is not LlmRequestFailed:
             continue
-        assert isinstance(p, LlmRequestCompleted | LlmRequestFailed)
+        assert isinstance(p, _REQUEST_PAYLOADS)
         failed = cls is LlmRequestFailed
         ts = e.timestamp_ms
         key = (
@@ -572,34 +617,177 @@ def _fold_series(events: Iterable[AnalyticsEvent]) -> dict[_SeriesKey, _Slot]:
     return series
 
 
-def _from_series(parts: list[tuple[_SeriesKey, _Slot]]) -> Rollup:
-    """The rollup of some series of one minute, from their counters and raw latencies."""
-    r = Rollup()
-    if len(parts) == 1:
-        counters = parts[0][1][0]
+def _fold_rows(rows: Iterable[Sequence[Any]]) -> dict[_SeriesKey, _Slot]:
+    """``_fold_series`` of the events ``rows`` hold, read from the rows themselves: the
+    same series, in the same order (``row_to_event`` is not needed)."""
+    series: dict[_SeriesKey, _Slot] = {}
+    for r in rows:
+        event_type = r[_TYPE]
+        if event_type != _COMPLETED and event_type != _FAILED:
+            continue
+        failed = event_type == _FAILED
+        ts = r[_TS]
+        extra = r[_EXTRA]
+        key = (
+            ts - ts % MINUTE_MS,
+            r[_MODEL],
+            r[_PROVIDER],
+            r[_AGENT] or "",
+            r[_PROVIDER_ID] or "",
+            "" if extra is None else endpoint_of(extra),
+            failed,
+        )
+        slot = series.get(key)
+        if slot is None:
+            slot = series[key] = ([0] * 10, [], [])
+        c = slot[0]
+        input_tokens = r[_INPUT]
+        output_tokens = r[_OUTPUT]
+        c[0] += 1
+        if failed:
+            c[1] += 1
+        c[2] += input_tokens
+        c[3] += output_tokens
+        c[4] += r[_CACHED]
+        c[5] += r[_CACHE_WRITE]
+        c[6] += r[_COST]
+        if r[_PRICING] == "unpriced":
+            c[7] += 1
+            c[8] += input_tokens
+            c[9] += output_tokens
+        if (duration := r[_DURATION]) is not None:
+            slot[1].append(duration)
+        if (ttft := r[_TTFT]) is not None:
+            slot[2].append(ttft)
+    return series
+
+
+def _bucketed(values: list[list[float]]) -> list[list[int]]:
+    """Each list of ``values`` as the buckets of its values (``bucket_of``), computed in
+    one C-level pass over all of them (per value, the same expression as
+    ``bucket_of`` when every value is within ``[MIN_VALUE, MAX_VALUE]``)."""
+    flat = list(chain.from_iterable(values))
+    if not flat:
+        return [[] for _ in values]
+    if min(flat) >= MIN_VALUE and max(flat) <= MAX_VALUE:
+        buckets = list(map(_ceil, map(mul, map(_log, flat), repeat(_INV_LOG_GAMMA))))
     else:
-        counters = list(map(sum, zip(*(slot[0] for _, slot in parts), strict=True)))
-    (
-        r.requests,
-        r.failed_requests,
-        r.input_tokens,
-        r.output_tokens,
-        r.cached_input_tokens,
-        r.cache_write_input_tokens,
-        r.cost_nanos,
-        r.unpriced_requests,
-        r.unpriced_input_tokens,
-        r.unpriced_output_tokens,
-    ) = counters
-    r.duration.add_many(list(chain.from_iterable(slot[1] for _, slot in parts)))
-    r.ttft.add_many(list(chain.from_iterable(slot[2] for _, slot in parts)))
-    for key, slot in parts:
-        n = slot[0][0]
-        r.models[key[1]] = r.models.get(key[1], 0) + n
-        r.providers[key[2]] = r.providers.get(key[2], 0) + n
-        if key[5]:
-            r.endpoints[key[5]] = r.endpoints.get(key[5], 0) + n
-    return r
+        buckets = list(map(bucket_of, flat))
+    out: list[list[int]] = []
+    start = 0
+    for v in values:
+        end = start + len(v)
+        out.append(buckets[start:end])
+        start = end
+    return out
+
+
+def _metric_of(values: list[float], buckets: Iterable[int]) -> Metric:
+    """The metric of ``values`` (``Metric().add_many(values)``, bit for bit) from their
+    ``buckets``, already computed."""
+    if not values:
+        return Metric()
+    counts: dict[int, int] = {}
+    _count_into(counts, buckets)
+    zero = counts.pop(ZERO_BUCKET, 0)
+    lo, hi = (min(counts), max(counts)) if counts else (0, -1)
+    dense = [0] * (hi - lo + 1)
+    for b, n in counts.items():
+        dense[b - lo] = n
+    return Metric(len(values), 0.0 + sum(values), min(values), max(values), Bins(lo, dense, zero))
+
+
+class _Series:
+    """A batch's series as parallel lists (index ``i`` is one series), latencies bucketed."""
+
+    __slots__ = (
+        "counters",
+        "duration_buckets",
+        "durations",
+        "keys",
+        "mix_of",
+        "mixes",
+        "requests",
+        "ttft_buckets",
+        "ttfts",
+    )
+
+    def __init__(self, series: dict[_SeriesKey, _Slot]) -> None:
+        self.keys = list(series)
+        slots = series.values()
+        self.counters = [s[0] for s in slots]
+        self.requests = [c[0] for c in self.counters]
+        self.durations = [s[1] for s in slots]
+        self.ttfts = [s[2] for s in slots]
+        self.duration_buckets = _bucketed(self.durations)
+        self.ttft_buckets = _bucketed(self.ttfts)
+        # Each series' (model, provider, endpoint): what the mix columns count. A batch
+        # has few of them, so a row counts its requests per mix, then spreads them.
+        mixes: dict[tuple[str, str, str], int] = {}
+        self.mix_of = [mixes.setdefault((k[1], k[2], k[5]), len(mixes)) for k in self.keys]
+        self.mixes = list(mixes)
+
+    def rollup(self, ix: list[int]) -> Rollup:
+        """The rollup of the series ``ix`` (of one minute)."""
+        if len(ix) == 1:
+            (i,) = ix
+            counters = self.counters[i]
+            duration = _metric_of(self.durations[i], self.duration_buckets[i])
+            ttft = _metric_of(self.ttfts[i], self.ttft_buckets[i])
+            per_mix = {self.mix_of[i]: self.requests[i]}
+        else:
+            pick = itemgetter(*ix)
+            counters = list(map(sum, zip(*pick(self.counters), strict=True)))
+            duration = _metric_of(
+                list(chain.from_iterable(pick(self.durations))),
+                chain.from_iterable(pick(self.duration_buckets)),
+            )
+            ttft = _metric_of(
+                list(chain.from_iterable(pick(self.ttfts))),
+                chain.from_iterable(pick(self.ttft_buckets)),
+            )
+            per_mix = {}
+            for m, n in zip(pick(self.mix_of), pick(self.requests), strict=True):
+                per_mix[m] = per_mix.get(m, 0) + n
+        models: dict[str, int] = {}
+        providers: dict[str, int] = {}
+        endpoints: dict[str, int] = {}
+        mixes = self.mixes
+        for m, n in per_mix.items():
+            model, provider, endpoint = mixes[m]
+            models[model] = models.get(model, 0) + n
+            providers[provider] = providers.get(provider, 0) + n
+            if endpoint:
+                endpoints[endpoint] = endpoints.get(endpoint, 0) + n
+        (
+            requests,
+            failed_requests,
+            input_tokens,
+            output_tokens,
+            cached_input_tokens,
+            cache_write_input_tokens,
+            cost_nanos,
+            unpriced_requests,
+            unpriced_input_tokens,
+            unpriced_output_tokens,
+        ) = counters
+        return Rollup(
+            requests,
+            failed_requests,
+            input_tokens,
+            output_tokens,
+            cached_input_tokens,
+            cache_write_input_tokens,
+            cost_nanos,
+            unpriced_requests,
+            unpriced_input_tokens,
+            unpriced_output_tokens,
+            duration,
+            ttft,
+            models,
+            providers,
+            endpoints,
+        )
 
 
 def _merged_metric(parts: list[Metric]) -> Metric:
@@ -660,42 +848,53 @@ def _merged(parts: list[Rollup]) -> Rollup:
     return acc
 
 
-def _facet_rows(items: list[tuple[_SeriesKey, _Slot]]) -> dict[tuple[str, str], Rollup]:
-    """The rows of one minute, ``(dim, value) -> rollup``, from its series.
+def _facet_values(keys: list[_SeriesKey]) -> dict[str, list[str]]:
+    """Each facet's value of each series key (``DIMENSIONS`` order)."""
+    return {
+        "": [""] * len(keys),
+        "model": [k[1] for k in keys],
+        "provider": [k[2] for k in keys],
+        "agent": [k[3] for k in keys],
+        "provider_id": [k[4] for k in keys],
+        "endpoint": [k[5] for k in keys],
+        "status": ["failure" if k[6] else "success" for k in keys],
+    }
+
+
+def _facet_rows(series: _Series, ix: list[int]) -> dict[tuple[str, str], Rollup]:
+    """The rows of one minute, ``(dim, value) -> rollup``, from its series ``ix``.
 
     A facet whose values are a coarsening of another's (each model has one provider,
     say) is merged from that facet's few rows; the others are built from their series'
-    raw values (one C-level bucketing pass each), never by merging per-series sketches —
-    so the cost follows the batch's events, not the number of series in it.
+    counters and bucketed values (``_Series.rollup``), never by merging per-series
+    sketches — so the cost follows the batch's events, not the number of series in it.
     """
+    values = _facet_values([series.keys[i] for i in ix])
     groups: dict[str, dict[str, list[int]]] = {}
-    for dim, value_of_key in _FACETS:
+    for dim, vs in values.items():
         by_value: dict[str, list[int]] = {}
-        for i, (key, _) in enumerate(items):
-            by_value.setdefault(value_of_key(key), []).append(i)
+        for i, v in zip(ix, vs, strict=True):
+            found = by_value.get(v)
+            if found is None:
+                by_value[v] = [i]
+            else:
+                found.append(i)
         groups[dim] = by_value
-    value_at = {dim: {i: v for v, ix in g.items() for i in ix} for dim, g in groups.items()}
     rows: dict[tuple[str, str], Rollup] = {}
     done: list[str] = []
     # Finest facets first, so coarser ones can be built from them.
     for dim in sorted(groups, key=lambda d: -len(groups[d])):
-        by_value = groups[dim]
         source = None
         for finer in sorted(done, key=lambda d: len(groups[d])):
-            # ``finer`` refines ``dim`` when all series of each of its values share one
-            # value of ``dim``; the ``dim`` rows are then merges of ``finer`` rows.
-            mapping: dict[str, str] = {}
-            for v, ix in groups[finer].items():
-                targets = {value_at[dim][i] for i in ix}
-                if len(targets) != 1:
-                    break
-                mapping[v] = targets.pop()
-            else:
-                source = (finer, mapping)
+            # ``finer`` refines ``dim`` when each of its values goes with one value of
+            # ``dim``; the ``dim`` rows are then merges of ``finer`` rows.
+            pairs = zip(values[finer], values[dim], strict=True)
+            if len(set(pairs)) == len(groups[finer]):
+                source = finer, dict(zip(values[finer], values[dim], strict=True))
                 break
         if source is None:
-            for value, ix in by_value.items():
-                rows[(dim, value)] = _from_series([items[i] for i in ix])
+            for value, members in groups[dim].items():
+                rows[(dim, value)] = series.rollup(members)
         else:
             finer, mapping = source
             parts: dict[str, list[Rollup]] = {}
@@ -707,6 +906,29 @@ def _facet_rows(items: list[tuple[_SeriesKey, _Slot]]) -> dict[tuple[str, str], 
     return rows
 
 
+def _rollup_series(folded: dict[_SeriesKey, _Slot]) -> dict[RollupKey, Rollup]:
+    """The rollup rows of a batch's series: each minute's series merged per facet value
+    (``_facet_rows``), and hours from their minutes."""
+    series = _Series(folded)
+    by_minute: dict[int, list[int]] = {}
+    for i, key in enumerate(series.keys):
+        members = by_minute.get(key[0])
+        if members is None:
+            by_minute[key[0]] = [i]
+        else:
+            members.append(i)
+    out: dict[RollupKey, Rollup] = {}
+    hours: dict[RollupKey, list[Rollup]] = {}
+    for minute, ix in by_minute.items():
+        hour = minute - minute % HOUR_MS
+        for (dim, value), row in _facet_rows(series, ix).items():
+            out[(MINUTE_MS, dim, minute, value)] = row
+            hours.setdefault((HOUR_MS, dim, hour, value), []).append(row)
+    for hour_key, parts in hours.items():
+        out[hour_key] = _merged(parts)
+    return out
+
+
 def rollup_events(events: Iterable[AnalyticsEvent]) -> dict[RollupKey, Rollup]:
     """What ``events`` add to each rollup row (request events only; others are ignored).
 
@@ -714,20 +936,16 @@ def rollup_events(events: Iterable[AnalyticsEvent]) -> dict[RollupKey, Rollup]:
     with a single value in a minute is the all-requests row; an hour with one minute is
     that minute). Merge them *into* other rollups, never the other way round.
 
-    Events are folded per minute and full series in one pass; each minute's series are
-    then merged per facet value (``_facet_rows``), and hours from their minutes — so a
-    batch costs a few merges per series, not per event.
+    Events are folded per minute and full series in one pass, and each latency is
+    bucketed once (in C); each minute's series are then merged per facet value
+    (``_facet_rows``), and hours from their minutes — so a batch costs a few merges per
+    series, not per event.
     """
-    by_minute: dict[int, list[tuple[_SeriesKey, _Slot]]] = {}
-    for key, slot in _fold_series(events).items():
-        by_minute.setdefault(key[0], []).append((key, slot))
-    out: dict[RollupKey, Rollup] = {}
-    hours: dict[RollupKey, list[Rollup]] = {}
-    for minute, items in by_minute.items():
-        hour = minute - minute % HOUR_MS
-        for (dim, value), row in _facet_rows(items).items():
-            out[(MINUTE_MS, dim, minute, value)] = row
-            hours.setdefault((HOUR_MS, dim, hour, value), []).append(row)
-    for hour_key, parts in hours.items():
-        out[hour_key] = _merged(parts)
-    return out
+    return _rollup_series(_fold_series(events))
+
+
+def rollup_rows(rows: Iterable[Sequence[Any]]) -> dict[RollupKey, Rollup]:
+    """``rollup_events`` of the events ``rows`` hold (``rows.COLUMNS`` order, as
+    ``event_to_row`` builds them), read from the rows directly: the same result, without
+    ``row_to_event``."""
+    return _rollup_series(_fold_rows(rows))

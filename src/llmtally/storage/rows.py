@@ -83,6 +83,8 @@ class _RequestExtra(msgspec.Struct, frozen=True, omit_defaults=True, gc=False):
 
 
 _encode: Final = msgspec.json.Encoder().encode
+# For ``isinstance``: a tuple, as ``A | B`` would build a union on every call.
+_REQUEST_PAYLOADS: Final = (LlmRequestCompleted, LlmRequestFailed)
 _decode_extra: Final = msgspec.json.Decoder(_RequestExtra).decode
 _decode_payload: Final = msgspec.json.Decoder(EventPayload).decode
 _decode_tags: Final = msgspec.json.Decoder(dict[str, str]).decode
@@ -106,7 +108,7 @@ def event_to_row(event: AnalyticsEvent, synced_state: int | None = None) -> tupl
     p = event.payload
     cls = type(p)
     if cls is LlmRequestCompleted or cls is LlmRequestFailed:
-        assert isinstance(p, LlmRequestCompleted | LlmRequestFailed)
+        assert isinstance(p, _REQUEST_PAYLOADS)
         failed = cls is LlmRequestFailed
         state = (SYNCED if event.synced else PENDING) if synced_state is None else synced_state
         return (
