@@ -76,12 +76,18 @@ def _plain_sqlite(path: Path, rows: list[tuple], batch: int = 1000) -> float:
     for migration in MIGRATIONS:
         db.executescript(migration)
     sql = f"INSERT INTO events ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
-    t0 = time.perf_counter()
-    for i in range(0, len(rows), batch):
-        db.execute("BEGIN IMMEDIATE")
-        db.executemany(sql, rows[i : i + batch])
-        db.execute("COMMIT")
-    elapsed = time.perf_counter() - t0
+    # Plain means plain: without the ``None`` adapter importing llmtally's writer registers.
+    none_adapter = sqlite3.adapters.pop((type(None), sqlite3.PrepareProtocol), None)
+    try:
+        t0 = time.perf_counter()
+        for i in range(0, len(rows), batch):
+            db.execute("BEGIN IMMEDIATE")
+            db.executemany(sql, rows[i : i + batch])
+            db.execute("COMMIT")
+        elapsed = time.perf_counter() - t0
+    finally:
+        if none_adapter is not None:
+            sqlite3.register_adapter(type(None), none_adapter)
     db.close()
     return len(rows) / elapsed
 
