@@ -41,6 +41,7 @@ from typing import Any, NamedTuple, TypeVar
 
 import httpx2
 import msgspec
+from _plain import plain_sqlite3
 
 from llmtally._ids import new_event_id
 from llmtally.events import (
@@ -250,9 +251,6 @@ def _run(coro: Coroutine[Any, Any, T]) -> T:
 
 def run_plain_sqlite(workdir: Path, wire: list[WireEvent], batch: int) -> float:
     rows = [event_to_row(from_wire(w), SYNCED) for w in wire]
-    # Plain means plain: without the ``None`` adapter that importing llmtally's SQLite
-    # writer registers on Python 3.11 (``storage/sqlite_write.py``).
-    none_adapter = sqlite3.adapters.pop((type(None), sqlite3.PrepareProtocol), None)
     conn = sqlite3.connect(workdir / "plain.db", isolation_level=None)
     try:
         conn.execute("PRAGMA journal_mode = WAL")
@@ -260,17 +258,16 @@ def run_plain_sqlite(workdir: Path, wire: list[WireEvent], batch: int) -> float:
         for migration in MIGRATIONS:
             conn.executescript(migration)
         sql = f"INSERT INTO events ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
-        t0 = time.perf_counter()
-        for i in range(0, len(rows), batch):
-            conn.execute("BEGIN IMMEDIATE")
-            conn.executemany(sql, rows[i : i + batch])
-            conn.execute("COMMIT")
-        elapsed = time.perf_counter() - t0
+        with plain_sqlite3():
+            t0 = time.perf_counter()
+            for i in range(0, len(rows), batch):
+                conn.execute("BEGIN IMMEDIATE")
+                conn.executemany(sql, rows[i : i + batch])
+                conn.execute("COMMIT")
+            elapsed = time.perf_counter() - t0
         (count,) = conn.execute("SELECT count(*) FROM events").fetchone()
     finally:
         conn.close()
-        if none_adapter is not None:
-            sqlite3.register_adapter(type(None), none_adapter)
     assert count == len(rows)
     return len(rows) / elapsed
 

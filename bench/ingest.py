@@ -27,6 +27,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _plain import plain_sqlite3
+
 from llmtally import EventStore
 from llmtally.storage.rows import COLUMNS, event_to_row
 from llmtally.storage.sqlite import MIGRATIONS
@@ -76,18 +78,13 @@ def _plain_sqlite(path: Path, rows: list[tuple], batch: int = 1000) -> float:
     for migration in MIGRATIONS:
         db.executescript(migration)
     sql = f"INSERT INTO events ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
-    # Plain means plain: without the ``None`` adapter importing llmtally's writer registers.
-    none_adapter = sqlite3.adapters.pop((type(None), sqlite3.PrepareProtocol), None)
-    try:
+    with plain_sqlite3():
         t0 = time.perf_counter()
         for i in range(0, len(rows), batch):
             db.execute("BEGIN IMMEDIATE")
             db.executemany(sql, rows[i : i + batch])
             db.execute("COMMIT")
         elapsed = time.perf_counter() - t0
-    finally:
-        if none_adapter is not None:
-            sqlite3.register_adapter(type(None), none_adapter)
     db.close()
     return len(rows) / elapsed
 

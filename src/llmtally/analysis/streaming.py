@@ -502,56 +502,29 @@ class StreamingStats:
             s.output_tokens += t.output_tokens
             # LogSketch.merge, inlined for the TTFT and the duration (a call per series
             # and sketch was a third of the cost in batches of a few requests per series).
-            x = t.ttft
-            c = x.count
-            if c == 1:  # one value (small batches): its bucket, sum, min and max
-                mine = s.ttft
-                bins = mine.bins
-                for b in x.bins:
-                    bins[b] = bins.get(b, 0) + 1
-                mine.count += 1
-                mine.sum += x.sum
-                v = x.min  # == x.max (and x.sum but for a -0.0 value)
-                if v < mine.min:
-                    mine.min = v
-                if v > mine.max:
-                    mine.max = v
-            elif c:
-                mine = s.ttft
-                bins = mine.bins
-                for b, n in x.bins.items():
-                    bins[b] = bins.get(b, 0) + n
-                mine.count += c
-                mine.sum += x.sum
-                if x.min < mine.min:
-                    mine.min = x.min
-                if x.max > mine.max:
-                    mine.max = x.max
-            x = t.duration
-            c = x.count
-            if c == 1:  # one value (small batches): its bucket, sum, min and max
-                mine = s.duration
-                bins = mine.bins
-                for b in x.bins:
-                    bins[b] = bins.get(b, 0) + 1
-                mine.count += 1
-                mine.sum += x.sum
-                v = x.min  # == x.max (and x.sum but for a -0.0 value)
-                if v < mine.min:
-                    mine.min = v
-                if v > mine.max:
-                    mine.max = v
-            elif c:
-                mine = s.duration
-                bins = mine.bins
-                for b, n in x.bins.items():
-                    bins[b] = bins.get(b, 0) + n
-                mine.count += c
-                mine.sum += x.sum
-                if x.min < mine.min:
-                    mine.min = x.min
-                if x.max > mine.max:
-                    mine.max = x.max
+            for x, mine in ((t.ttft, s.ttft), (t.duration, s.duration)):
+                c = x.count
+                if c == 1:  # one value (small batches): its bucket, sum, min and max
+                    bins = mine.bins
+                    for b in x.bins:
+                        bins[b] = bins.get(b, 0) + 1
+                    mine.count += 1
+                    mine.sum += x.sum
+                    v = x.min  # == x.max (and x.sum but for a -0.0 value)
+                    if v < mine.min:
+                        mine.min = v
+                    if v > mine.max:
+                        mine.max = v
+                elif c:
+                    bins = mine.bins
+                    for b, n in x.bins.items():
+                        bins[b] = bins.get(b, 0) + n
+                    mine.count += c
+                    mine.sum += x.sum
+                    if x.min < mine.min:
+                        mine.min = x.min
+                    if x.max > mine.max:
+                        mine.max = x.max
         for model, n in cancelled.items():
             s = slots[model]
             s.failed -= n
