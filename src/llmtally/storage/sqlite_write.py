@@ -25,6 +25,7 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from itertools import chain
+from operator import itemgetter
 from typing import Any, Final
 
 from ..events import AnalyticsEvent
@@ -38,7 +39,7 @@ from .rollups import (
     rollup_rows,
     rollup_to_row,
 )
-from .rows import COLUMNS, SYNCED, event_to_row
+from .rows import COLUMNS, ENVELOPE_COLUMNS, SYNCED, event_to_row
 
 __all__ = [
     "INSERT",
@@ -66,15 +67,43 @@ if sys.version_info < (3, 12):
 Row = Sequence[Any]
 """An ``events`` row in ``rows.COLUMNS`` order (a tuple, or a list after msgpack)."""
 
-_COLS: Final = ", ".join(COLUMNS)
-_ROW: Final = "(" + ", ".join("?" * len(COLUMNS)) + ")"
-INSERT: Final = f"INSERT OR IGNORE INTO events ({_COLS}) VALUES {_ROW}"
 # Many rows per statement: Python's sqlite3 takes the GIL back after every statement
 # step, so fewer, larger statements insert far faster when other threads are busy.
 _ROWS_PER_STATEMENT: Final = 50
-_INSERT_MANY: Final = f"INSERT OR IGNORE INTO events ({_COLS}) VALUES " + ", ".join(
-    [_ROW] * _ROWS_PER_STATEMENT
-)
+
+
+class _Shape:
+    """An ``INSERT`` of some of the columns: those left out take their default (NULL).
+
+    Binding a ``None`` costs CPython's sqlite3 an adapter lookup (~1,000 instructions,
+    twice that without the ``None`` adapter above); a typical request row has ten
+    ``None`` among its 26 values, so binding only the rest cuts the insert's CPU by about
+    a fifth and stores the very same row."""
+
+    __slots__ = ("applies", "many", "one", "values")
+
+    def __init__(self, left_out: tuple[str, ...]) -> None:
+        kept = [c for c in COLUMNS if c not in left_out]
+        self.applies: Callable[[Row], bool]
+        self.values: Callable[[Row], tuple[Any, ...]]
+        if left_out:
+            nones = (None,) * len(left_out)
+            absent = itemgetter(*(COLUMNS.index(c) for c in left_out))
+            self.applies = lambda row: absent(row) == nones
+            self.values = itemgetter(*(COLUMNS.index(c) for c in kept))
+        else:
+            self.applies = lambda row: True
+            self.values = tuple
+        marks = "(" + ", ".join("?" * len(kept)) + ")"
+        head = f"INSERT OR IGNORE INTO events ({', '.join(kept)}) VALUES "
+        self.one = head + marks
+        self.many = head + ", ".join([marks] * _ROWS_PER_STATEMENT)
+
+
+_RARE: Final = ("error_code", "error_message", "status_code", *ENVELOPE_COLUMNS)
+# Tried in order; the last, every column, applies to any row.
+_SHAPES: Final = (_Shape((*_RARE, "extra")), _Shape(_RARE), _Shape(()))
+INSERT: Final = _SHAPES[-1].one
 SAVE_CHECKPOINT: Final = (
     "INSERT INTO stats_checkpoint (id, last_event_rowid, series) "
     "VALUES (1, (SELECT coalesce(max(id), 0) FROM events), ?) "
@@ -92,16 +121,35 @@ _IDS_PER_SELECT: Final = 500
 
 
 def insert_rows(conn: sqlite3.Connection, rows: Sequence[Row]) -> None:
-    """``INSERT OR IGNORE`` the rows (inside the caller's transaction)."""
+    """``INSERT OR IGNORE`` the rows, in order (inside the caller's transaction). Each run
+    of rows that share a shape (``_Shape``) binds only the columns they have values in."""
+    lean = _SHAPES[0]
+    if all(map(lean.applies, rows)):  # the common case: a batch of plain request rows
+        _insert_run(conn, lean, rows)
+        return
+    start = 0
+    current = None
+    for i, row in enumerate(rows):
+        shape = next(s for s in _SHAPES if s.applies(row))
+        if shape is not current:
+            if current is not None:
+                _insert_run(conn, current, rows[start:i])
+            current, start = shape, i
+    if current is not None:
+        _insert_run(conn, current, rows[start:])
+
+
+def _insert_run(conn: sqlite3.Connection, shape: _Shape, rows: Sequence[Row]) -> None:
     n = _ROWS_PER_STATEMENT
-    full = len(rows) // n * n
+    values = list(map(shape.values, rows))
+    full = len(values) // n * n
     if full:
         conn.executemany(
-            _INSERT_MANY,
-            [tuple(chain.from_iterable(rows[j : j + n])) for j in range(0, full, n)],
+            shape.many,
+            [tuple(chain.from_iterable(values[j : j + n])) for j in range(0, full, n)],
         )
-    if full < len(rows):
-        conn.executemany(INSERT, rows[full:])
+    if full < len(values):
+        conn.executemany(shape.one, values[full:])
 
 
 def existing_ids(conn: sqlite3.Connection, ids: Sequence[str]) -> set[str]:
