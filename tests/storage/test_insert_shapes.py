@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import random
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -84,3 +86,19 @@ def test_a_repeated_id_is_ignored_in_every_shape(tmp_path: Path) -> None:
     again = (first[0], *again[1:])
     other = event_to_row(request(T0, failed=True))
     assert _stored(tmp_path / "s.db", [first, again, other]) == [first, other]
+
+
+@pytest.mark.skipif(sys.version_info >= (3, 12), reason="the None adapter is for 3.11 only")
+def test_an_applications_own_none_adapter_is_left_in_place() -> None:
+    program = (
+        "import sqlite3\n"
+        "mine = lambda _: 'n/a'\n"
+        "sqlite3.register_adapter(type(None), mine)\n"
+        "import llmtally.storage.sqlite_write\n"
+        "assert sqlite3.adapters[(type(None), sqlite3.PrepareProtocol)] is mine\n"
+        "print(sqlite3.connect(':memory:').execute('SELECT ?', (None,)).fetchone()[0])\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, check=True
+    )
+    assert out.stdout == "n/a\n"

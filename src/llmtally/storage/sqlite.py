@@ -432,13 +432,13 @@ class SqliteStorage:
         self, events: Sequence[AnalyticsEvent], checkpoint: StatsDelta | None = None
     ) -> PreparedBatch:
         """Rows, rollups and the encoded checkpoint — for the writer process, the whole
-        request frame — built in the caller's thread, beside a write in progress."""
+        request frame, rows and checkpoint only (the child rolls up) — built in the
+        caller's thread, beside a write in progress."""
         blob = None if checkpoint is None else encode_series(checkpoint)
         rows = [event_to_row(e) for e in events]
-        deltas = rollup_events(events)
-        if self.writer == "process":
-            return PreparedBatch(events, blob, WriterProcess.encode_write(rows, deltas, blob))
-        return PreparedBatch(events, blob, (rows, deltas))
+        if self.writer == "process":  # the child rolls the rows up: its share of the work
+            return PreparedBatch(events, blob, WriterProcess.encode_write(rows, blob))
+        return PreparedBatch(events, blob, (rows, rollup_events(events)))
 
     async def write_prepared(self, batch: PreparedBatch) -> None:
         """One transaction (``sqlite_write.write_rows``) on the connection's thread, or

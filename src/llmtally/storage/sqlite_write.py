@@ -60,9 +60,11 @@ if sys.version_info < (3, 12):
     # per NULL, and an event row has about ten (2 us per event, a tenth of the collector's
     # CPU). A registered adapter is found first; this one, an empty dict's ``get`` (C),
     # maps ``None`` to ``None``, so what is stored is unchanged. Process-wide, like any
-    # sqlite3 adapter; 3.12 looks the attribute up without raising and needs none.
+    # sqlite3 adapter, so an application's own ``None`` adapter is left in place; 3.12
+    # looks the attribute up without raising and needs none.
     _no_nulls: dict[None, None] = {}
-    sqlite3.register_adapter(type(None), _no_nulls.get)
+    if (type(None), sqlite3.PrepareProtocol) not in sqlite3.adapters:
+        sqlite3.register_adapter(type(None), _no_nulls.get)
 
 Row = Sequence[Any]
 """An ``events`` row in ``rows.COLUMNS`` order (a tuple, or a list after msgpack)."""

@@ -1,7 +1,8 @@
 """The writer process's program: ``main([PATH, SYNCHRONOUS, BUSY_MS])``.
 
-Reads request frames on stdin, writes each on its own connection (``WriteRequest`` with
-``sqlite_write.write_rows``, ``IngestRequest`` with ``sqlite_write.ingest_rows``), answers
+Reads request frames on stdin, writes each on its own connection (``WriteRequest``: its
+rows rolled up here with ``rollups.rollup_rows`` and written with ``sqlite_write.write_rows``;
+``IngestRequest`` with ``sqlite_write.ingest_rows``), answers
 each with a ``WriteReply`` frame on stdout (see
 ``writer_process`` for the protocol). Ends at end of input; exits when a reply cannot be
 delivered (the parent is gone). Synchronous on purpose: it has one job and one thread.
@@ -18,6 +19,7 @@ from typing import BinaryIO
 
 import msgspec
 
+from .rollups import rollup_rows
 from .sqlite_write import ingest_rows, write_rows
 from .writer_process import HEADER, MAX_FRAME, IngestRequest, Request, WriteReply
 
@@ -44,7 +46,7 @@ def serve(conn: sqlite3.Connection, requests: BinaryIO, replies: BinaryIO) -> No
             if isinstance(req, IngestRequest):
                 reply = WriteReply(inserted=ingest_rows(conn, req.rows))
             else:
-                write_rows(conn, req.rows, dict(req.rollups), req.checkpoint)
+                write_rows(conn, req.rows, rollup_rows(req.rows), req.checkpoint)
                 reply = WriteReply()
         except Exception as exc:  # reported to the parent, which retries or gives up
             reply = WriteReply(f"{type(exc).__name__}: {exc}")

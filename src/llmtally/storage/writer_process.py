@@ -5,11 +5,12 @@ takes it back after every statement step, so a writer *thread* competes with the
 router's event loop for one interpreter lock; on two cores the two serialise and a
 busy store writes at about half the rate SQLite itself can. In a child process the
 insert runs beside the event loop, not between its steps: the parent only builds the
-rows and rollups, encodes them (msgpack) and waits, without blocking, for the reply.
+rows, encodes them (msgpack) and waits, without blocking, for the reply; the child rolls
+them up (``rollups.rollup_rows``), which balances the two processes' work.
 
 Protocol over the child's stdin/stdout: frames of a 4-byte little-endian length and a
-msgpack body. Requests (a tagged union): ``WriteRequest`` (rows, rollup deltas,
-checkpoint: an embedded store's batch, ``sqlite_write.write_rows``) or ``IngestRequest``
+msgpack body. Requests (a tagged union): ``WriteRequest`` (rows and the checkpoint: an
+embedded store's batch, rolled up and written by ``sqlite_write.write_rows``) or ``IngestRequest``
 (rows only: the collector's ingest, ``sqlite_write.ingest_rows``, which deduplicates and
 rolls up in the child); reply: ``WriteReply`` (``error`` is ``None`` when the
 transaction committed; ``inserted``: the indices of the rows an ingest stored). One
@@ -42,8 +43,6 @@ from anyio.streams.buffered import BufferedByteReceiveStream
 
 import llmtally
 
-from .rollups import Rollup, RollupKey
-
 __all__ = ["IngestRequest", "Request", "WriteReply", "WriteRequest", "WriterError", "WriterProcess"]
 
 logger: Final = logging.getLogger("llmtally.storage")
@@ -54,11 +53,10 @@ MAX_FRAME: Final = 1 << 30
 
 
 class WriteRequest(msgspec.Struct, array_like=True, gc=False, tag="write"):
-    """One batch: ``rows`` in ``rows.COLUMNS`` order, their rollup deltas, and the
-    encoded stats checkpoint to save with them (or ``None``)."""
+    """One batch: ``rows`` in ``rows.COLUMNS`` order and the encoded stats checkpoint to
+    save with them (or ``None``). The child rolls the rows up itself."""
 
     rows: list[tuple[Any, ...]]
-    rollups: list[tuple[RollupKey, Rollup]]
     checkpoint: bytes | None = None
 
 
@@ -171,13 +169,9 @@ class WriterProcess:
         self.starts += 1
 
     @staticmethod
-    def encode_write(
-        rows: list[tuple[Any, ...]],
-        deltas: dict[RollupKey, Rollup],
-        checkpoint: bytes | None,
-    ) -> bytes:
+    def encode_write(rows: list[tuple[Any, ...]], checkpoint: bytes | None) -> bytes:
         """The frame of a ``WriteRequest`` (pure: built ahead, sent by ``write``)."""
-        return _frame(WriteRequest(rows, list(deltas.items()), checkpoint))
+        return _frame(WriteRequest(rows, checkpoint))
 
     async def write(self, frame: bytes) -> None:
         """Write one batch encoded by ``encode_write`` (see ``sqlite_write.write_rows``).
