@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from llmtally._ids import new_event_id
+from llmtally.analysis.sketch import LogSketch
 from llmtally.analysis.stats import (
     OTHER,
     Aggregate,
@@ -77,3 +82,71 @@ def test_merge_delta_adds() -> None:
     assert a.series[("a", "openai", "", "")].input_tokens == 3
     assert a.series[("a", "openai", "", "")].requests == 2
     assert ("b", "openai", "", "") in a.series
+
+
+_latency = st.one_of(
+    st.none(),
+    st.floats(min_value=0.0, max_value=1e12, allow_nan=False),  # beyond the sketch's range too
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["a", "b", "c"]),
+            st.sampled_from([None, "agent-1", "agent-2"]),
+            st.booleans(),
+            st.integers(min_value=0, max_value=10**6),
+            st.integers(min_value=0, max_value=10**12),
+            st.booleans(),
+            _latency,
+            _latency,
+        ),
+        max_size=80,
+    )
+)
+def test_a_batch_adds_what_its_events_add_one_by_one(
+    specs: list[tuple[str, str | None, bool, int, int, bool, float | None, float | None]],
+) -> None:
+    events = [
+        _ev(
+            model,
+            agent=agent,
+            failed=failed,
+            input_tokens=tokens,
+            output_tokens=tokens // 2,
+            cost_nanos=cost,
+            pricing_status="unpriced" if unpriced else "priced",
+            duration_ms=duration,
+            ttft_ms=ttft,
+        )
+        for model, agent, failed, tokens, cost, unpriced, duration, ttft in specs
+    ]
+    batch = StatsDelta().add_all(events)
+    # The reference: each event's counters summed and its latencies added one at a time.
+    want: dict[tuple[str, str, str, str], tuple[list[int], LogSketch, LogSketch]] = {}
+    for e, (_, _, failed, tokens, cost, unpriced, duration, ttft) in zip(
+        events, specs, strict=True
+    ):
+        key = (e.payload.model, "openai", e.agent_id or "", "")  # type: ignore[union-attr]
+        c, d, t = want.setdefault(key, ([0] * 10, LogSketch(), LogSketch()))
+        one = [1, int(failed), tokens, tokens // 2, 0, 0, cost]
+        one += [1, tokens, tokens // 2] if unpriced else [0, 0, 0]
+        c[:] = [x + y for x, y in zip(c, one, strict=True)]
+        if duration is not None:
+            d.add(duration)
+        if ttft is not None:
+            t.add(ttft)
+    assert list(batch.series) == list(want)
+    for key, tally in batch.series.items():
+        counters, duration_ref, ttft_ref = want[key]
+        assert list(tally.counters()) == counters
+        for got, ref in ((tally.duration, duration_ref), (tally.ttft, ttft_ref)):
+            assert (got.bins, got.count, got.min, got.max) == (
+                ref.bins,
+                ref.count,
+                ref.min,
+                ref.max,
+            )
+            assert got.sum == pytest.approx(ref.sum, rel=1e-12)

@@ -132,38 +132,49 @@ class StatsDelta:
 
     def add(self, event: AnalyticsEvent) -> None:
         """Fold one event in; events other than request events are ignored."""
-        p = event.payload
-        cls = type(p)
-        if cls is not LlmRequestCompleted and cls is not LlmRequestFailed:
-            return
-        assert isinstance(p, LlmRequestCompleted | LlmRequestFailed)
-        key = (p.model, p.provider, event.agent_id or "", p.provider_id or "")
-        t = self.series.get(key)
-        if t is None:
-            t = self.series[key] = Tally()
-        t.requests += 1
-        if cls is LlmRequestFailed:
-            t.failed_requests += 1
-        t.input_tokens += p.input_tokens
-        t.output_tokens += p.output_tokens
-        t.cached_input_tokens += p.cached_input_tokens
-        t.cache_write_input_tokens += p.cache_write_input_tokens
-        t.cost_nanos += p.cost_nanos
-        if p.pricing_status == "unpriced":
-            t.unpriced_requests += 1
-            t.unpriced_input_tokens += p.input_tokens
-            t.unpriced_output_tokens += p.output_tokens
-        d = p.duration_ms
-        if d is not None:
-            t.duration.add(d)
-        d = p.ttft_ms
-        if d is not None:
-            t.ttft.add(d)
+        self.add_all((event,))
 
     def add_all(self, events: Iterable[AnalyticsEvent]) -> StatsDelta:
-        """Fold every event in; returns ``self``."""
+        """Fold every event in (``add`` each, in one loop: the latencies are gathered per
+        series and added to its sketches together, ``LogSketch.add_many``); returns
+        ``self``."""
+        series = self.series
+        latencies: dict[SeriesKey, tuple[Tally, list[float], list[float]]] = {}
         for e in events:
-            self.add(e)
+            p = e.payload
+            cls = type(p)
+            if cls is not LlmRequestCompleted and cls is not LlmRequestFailed:
+                continue
+            assert isinstance(p, LlmRequestCompleted | LlmRequestFailed)
+            key = (p.model, p.provider, e.agent_id or "", p.provider_id or "")
+            slot = latencies.get(key)
+            if slot is None:
+                t = series.get(key)
+                if t is None:
+                    t = series[key] = Tally()
+                slot = latencies[key] = (t, [], [])
+            t = slot[0]
+            t.requests += 1
+            if cls is LlmRequestFailed:
+                t.failed_requests += 1
+            t.input_tokens += p.input_tokens
+            t.output_tokens += p.output_tokens
+            t.cached_input_tokens += p.cached_input_tokens
+            t.cache_write_input_tokens += p.cache_write_input_tokens
+            t.cost_nanos += p.cost_nanos
+            if p.pricing_status == "unpriced":
+                t.unpriced_requests += 1
+                t.unpriced_input_tokens += p.input_tokens
+                t.unpriced_output_tokens += p.output_tokens
+            d = p.duration_ms
+            if d is not None:
+                slot[1].append(d)
+            d = p.ttft_ms
+            if d is not None:
+                slot[2].append(d)
+        for t, durations, ttfts in latencies.values():
+            t.duration.add_many(durations)
+            t.ttft.add_many(ttfts)
         return self
 
 

@@ -222,27 +222,24 @@ async def _aggregate(
                 continue  # a linger that nothing came to (or end of stream)
             events: list[AnalyticsEvent] = []
             barriers: list[Barrier] = []
-            delta = StatsDelta()
-            add = delta.add
             streams: set[str] | None = None
             settles: list[Reservation] = []
             for item in items:
                 if type(item) is AnalyticsEvent:
                     events.append(item)
-                    add(item)
                 elif type(item) is Barrier:
                     barriers.append(item)
                 else:
                     assert isinstance(item, TaggedEvent)
                     ev = item.event
                     events.append(ev)
-                    add(ev)
                     if item.stream:
                         if streams is None:
                             streams = set()
                         streams.add(ev.event_id)
                     if item.reservation is not None:
                         settles.append(item.reservation)
+            delta = StatsDelta().add_all(events)
             stats.apply(delta)
             if trackers is not None and events:
                 try:
