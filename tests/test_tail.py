@@ -97,6 +97,12 @@ class Tail:
 FOLLOWING = "llmtally tail: following "
 
 
+def _sigint_as_at_a_terminal() -> None:
+    """Ctrl-C's default action, as a terminal's foreground job has it: a test run started
+    in the background of a shell without job control inherits SIGINT ignored."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def tail(*args: str, token: str | None = READ_TOKEN) -> Tail:
     """``llmtally tail`` as a process. Tests wait for it to subscribe, then post events."""
     env = base_env({"LLMTALLY_TOKEN": token} if token else {})
@@ -105,6 +111,7 @@ def tail(*args: str, token: str | None = READ_TOKEN) -> Tail:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         env=env,
+        preexec_fn=_sigint_as_at_a_terminal,
     )
     assert proc.stdout is not None and proc.stderr is not None
     return Tail(
