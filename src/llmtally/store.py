@@ -126,7 +126,8 @@ class EventStore:
         pricing: prices for cost; default: genai-prices' bundled data.
         sync: where to sync request events (``SyncConfig``), or ``None``.
         batch_size, batch_linger: the persister writes when this many events wait, or
-            when the oldest has waited this many seconds (default 1,000 / 0.05 s).
+            when the oldest has waited this many seconds (default 1,000 / 0.05 s); a
+            write takes up to 4x ``batch_size`` events when a backlog has queued them.
         aggregate_linger: when the aggregator wakes for an event and finds fewer than 8
             waiting, it waits up to this many seconds (default 0.005) for more before
             counting them, so events that trickle in one at a time (an HTTP client

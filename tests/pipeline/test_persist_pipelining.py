@@ -1,5 +1,6 @@
 """The persister prepares batch k+1 while batch k is written, and still writes in order:
-k+1 only after k has committed, retries included; a deadline counts both as lost."""
+k+1 only after k has committed, retries included; a deadline counts both as lost. Behind
+a backlog, a write takes up to ``BACKLOG_FACTOR`` times ``batch_size`` queued events."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import anyio.lowlevel
 from llmtally.analysis.stats import StatsDelta
 from llmtally.events import AnalyticsEvent
 from llmtally.pipeline.messages import Barrier, PersistBatch
-from llmtally.pipeline.persist import persist
+from llmtally.pipeline.persist import BACKLOG_FACTOR, persist
 from llmtally.storage import SqliteStorage
 from llmtally.storage.base import PreparedBatch
 
@@ -29,6 +30,7 @@ class _Recorded:
     def __init__(self, inner: SqliteStorage) -> None:
         self.inner = inner
         self.log: list[tuple[str, str]] = []
+        self.sizes: dict[str, int] = {}  # label -> events in its prepared batch
         self.fail: dict[str, int] = {}  # label -> writes of it that fail first
         self.gates: dict[str, anyio.Event] = {}
         self.seen: dict[tuple[str, str], anyio.Event] = {}
@@ -50,6 +52,7 @@ class _Recorded:
     def prepare_batch(
         self, events: Sequence[AnalyticsEvent], checkpoint: StatsDelta | None = None
     ) -> PreparedBatch:
+        self.sizes[_label(events)] = len(events)
         self._note("prepare", _label(events))
         return self.inner.prepare_batch(events, checkpoint)
 
@@ -169,3 +172,31 @@ async def test_a_deadline_counts_the_batch_in_writing_and_the_one_prepared_as_lo
         cancel.cancel()  # the shutdown deadline
     assert sorted(lost) == [3, 3]  # nothing held is dropped uncounted
     assert ("write", "b") not in storage.log  # b never overtook a
+
+
+async def test_behind_a_backlog_a_write_takes_more_than_batch_size_queued_events(
+    db_path: Path,
+) -> None:
+    lost: list[int] = []
+    errors: list[int] = []
+    async with _persister(db_path, lost, errors) as (storage, tx, _):
+        await tx.send(_batch("a"))
+        await storage.saw("write", "a")  # a's write is held: the disk is slow
+        await tx.send(_batch("b"))
+        await storage.saw("prepare", "b")  # b waits for the writer, prepared
+        later = [_batch(f"c{i}") for i in range(BACKLOG_FACTOR + 1)]  # queued behind b
+        for batch in later:
+            await tx.send(batch)
+        barrier = Barrier()
+        later[-1].barriers.append(barrier)
+        for label in ("a", "b", "c0", f"c{BACKLOG_FACTOR}", "checkpoint"):
+            storage.release(label)
+        with anyio.fail_after(10):
+            await barrier.done.wait()
+        assert await storage.count_events() == 3 * (BACKLOG_FACTOR + 3)
+    # batch_size is 3: b was taken alone (nothing else was queued), then the backlog in
+    # as few writes as BACKLOG_FACTOR allows, each from what was already waiting.
+    assert storage.sizes["b"] == 3
+    assert storage.sizes["c0"] == 3 * BACKLOG_FACTOR
+    assert storage.sizes[f"c{BACKLOG_FACTOR}"] == 3
+    assert lost == [] and errors == []
