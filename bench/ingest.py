@@ -45,24 +45,29 @@ def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+async def record(store: EventStore, n: int) -> None:
+    """The workload: ``n`` completed requests over 5 models and 8 agents, then a flush."""
+    rec = store.record_llm_completed
+    for i in range(n):
+        await rec(
+            MODELS[i % 5],
+            input_tokens=100 + i % 900,
+            output_tokens=20 + i % 300,
+            cached_input_tokens=i % 50,
+            agent_id=AGENTS[i % 8],
+            provider_id="key-1",
+            duration_ms=200.0 + i % 1000,
+            ttft_ms=20.0 + i % 100,
+        )
+    await store.flush()
+
+
 async def _llmtally(path: Path, n: int, writer: str = "thread") -> tuple[float, float, list]:
     """(events/s, CPU µs per event of this process — the router's — , a sample)."""
     async with EventStore(path, capacity=10_000, overflow="block", writer=writer) as store:  # type: ignore[arg-type]
-        rec = store.record_llm_completed
         c0 = time.process_time()
         t0 = time.perf_counter()
-        for i in range(n):
-            await rec(
-                MODELS[i % 5],
-                input_tokens=100 + i % 900,
-                output_tokens=20 + i % 300,
-                cached_input_tokens=i % 50,
-                agent_id=AGENTS[i % 8],
-                provider_id="key-1",
-                duration_ms=200.0 + i % 1000,
-                ttft_ms=20.0 + i % 100,
-            )
-        await store.flush()
+        await record(store, n)
         elapsed = time.perf_counter() - t0
         cpu_us = (time.process_time() - c0) / n * 1e6
         assert store.stats().total_requests == n, store.stats().total_requests
