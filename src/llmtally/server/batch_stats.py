@@ -29,6 +29,7 @@ _output: Final = attrgetter("output_tokens")
 _cached: Final = attrgetter("cached_input_tokens")
 _cache_write: Final = attrgetter("cache_write_input_tokens")
 _cost: Final = attrgetter("cost_nanos")
+_status: Final = attrgetter("pricing_status")
 _duration: Final = attrgetter("duration_ms")
 _ttft: Final = attrgetter("ttft_ms")
 
@@ -41,10 +42,8 @@ def _group(events: Sequence[AnalyticsEvent]) -> dict[SeriesKey, list[_Request]]:
     completed, failed = LlmRequestCompleted, LlmRequestFailed
     for e in events:
         p = e.payload
-        cls = type(p)
-        if cls is not completed and cls is not failed:
+        if type(p) is not completed and type(p) is not failed:
             continue
-        assert isinstance(p, completed | failed)
         key = (p.model, p.provider, e.agent_id or "", p.provider_id or "")
         members = get(key)
         if members is None:
@@ -57,15 +56,14 @@ def _group(events: Sequence[AnalyticsEvent]) -> dict[SeriesKey, list[_Request]]:
 def _tally(payloads: list[_Request]) -> Tally:
     t = Tally()
     t.requests = len(payloads)
-    failed = LlmRequestFailed
-    t.failed_requests = sum(1 for p in payloads if type(p) is failed)
+    t.failed_requests = list(map(type, payloads)).count(LlmRequestFailed)
     t.input_tokens = sum(map(_input, payloads))
     t.output_tokens = sum(map(_output, payloads))
     t.cached_input_tokens = sum(map(_cached, payloads))
     t.cache_write_input_tokens = sum(map(_cache_write, payloads))
     t.cost_nanos = sum(map(_cost, payloads))
-    unpriced = [p for p in payloads if p.pricing_status == "unpriced"]
-    if unpriced:
+    if "unpriced" in list(map(_status, payloads)):
+        unpriced = [p for p in payloads if p.pricing_status == "unpriced"]
         t.unpriced_requests = len(unpriced)
         t.unpriced_input_tokens = sum(map(_input, unpriced))
         t.unpriced_output_tokens = sum(map(_output, unpriced))
