@@ -388,15 +388,17 @@ def to_wire(event: AnalyticsEvent) -> WireEvent:
     """
     p = event.payload
     if isinstance(p, LlmRequestFailed):
-        error_code: str | None = p.error_code
-        error_message, status_code = p.error_message, p.status_code
+        failed = True
     elif isinstance(p, LlmRequestCompleted):
-        error_code = error_message = status_code = None
+        failed = False
     else:
         raise ValueError(f"{event.event_type} events are not synced")
-    return WireEvent(
+    # At most 15 keywords per call (see ``from_wire``): the required fields and the
+    # latencies first, then the rest, then a failure's error fields (11,000 instead of
+    # 22,800 instructions in one call of 30 keywords; the syncer calls it per event).
+    wire = WireEvent(
         event_id=event.event_id,
-        event_type=event.event_type,  # type: ignore[arg-type]
+        event_type="llm_request_failed" if failed else "llm_request_completed",
         timestamp_ms=event.timestamp_ms,
         agent_id=event.agent_id,
         provider_id=p.provider_id,
@@ -409,10 +411,10 @@ def to_wire(event: AnalyticsEvent) -> WireEvent:
         pricing_status=p.pricing_status,
         duration_ms=p.duration_ms,
         ttft_ms=p.ttft_ms,
-        error_code=error_code,
-        error_message=error_message,
-        status_code=status_code,
         cost_nanos=p.cost_nanos,
+    )
+    wire = msgspec.structs.replace(
+        wire,
         cache_write_input_tokens=p.cache_write_input_tokens,
         itl_mean_ms=p.itl_mean_ms,
         itl_p95_ms=p.itl_p95_ms,
@@ -426,6 +428,12 @@ def to_wire(event: AnalyticsEvent) -> WireEvent:
         environment=event.environment,
         tags=event.tags or None,
     )
+    if failed:
+        assert isinstance(p, LlmRequestFailed)
+        wire = msgspec.structs.replace(
+            wire, error_code=p.error_code, error_message=p.error_message, status_code=p.status_code
+        )
+    return wire
 
 
 def from_wire(wire: WireEvent, *, synced: bool = True) -> AnalyticsEvent:
