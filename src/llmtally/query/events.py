@@ -104,15 +104,19 @@ def check_tags(tags: Iterable[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
 
 
 _to_builtins: Final = msgspec.to_builtins
+_REQUESTS: Final = (LlmRequestCompleted, LlmRequestFailed)
 
 
 def record_of(event: AnalyticsEvent) -> EventRecord:
     """The flat record of a stored event."""
     p = event.payload
     ts = event.timestamp_ms
-    if isinstance(p, LlmRequestCompleted | LlmRequestFailed):
-        failed = isinstance(p, LlmRequestFailed)
-        return EventRecord(
+    if isinstance(p, _REQUESTS):
+        # At most 15 keywords per call: CPython compiles a call with more into a dict
+        # and ``f(**dict)``, which costs a msgspec Struct several times as much (one call
+        # of 32: ~28,000 instructions per record; these: ~13,000, ~15,000 for a failure).
+        failed = type(p) is LlmRequestFailed
+        record = EventRecord(
             event_id=event.event_id,
             event_type=event.event_type,
             timestamp=ts // 1000,
@@ -125,15 +129,15 @@ def record_of(event: AnalyticsEvent) -> EventRecord:
             input_tokens=p.input_tokens,
             output_tokens=p.output_tokens,
             cached_input_tokens=p.cached_input_tokens,
-            cache_write_input_tokens=p.cache_write_input_tokens,
             cost_micros=nanos_to_micros(p.cost_nanos),
             cost_nanos=p.cost_nanos,
             pricing_status=p.pricing_status,
+        )
+        record = msgspec.structs.replace(
+            record,
+            cache_write_input_tokens=p.cache_write_input_tokens,
             duration_ms=p.duration_ms,
             ttft_ms=p.ttft_ms,
-            error_code=p.error_code if isinstance(p, LlmRequestFailed) else None,
-            error_message=p.error_message if isinstance(p, LlmRequestFailed) else None,
-            status_code=p.status_code if isinstance(p, LlmRequestFailed) else None,
             endpoint=p.endpoint,
             itl_mean_ms=p.itl_mean_ms,
             itl_p95_ms=p.itl_p95_ms,
@@ -146,6 +150,14 @@ def record_of(event: AnalyticsEvent) -> EventRecord:
             environment=event.environment,
             tags=event.tags or {},
         )
+        if isinstance(p, LlmRequestFailed):
+            record = msgspec.structs.replace(
+                record,
+                error_code=p.error_code,
+                error_message=p.error_message,
+                status_code=p.status_code,
+            )
+        return record
     payload = _to_builtins(p)
     payload.pop("event_type", None)
     return EventRecord(
