@@ -55,14 +55,13 @@ from starlette.routing import BaseRoute, Route
 from ..analysis.budgets import BudgetStatus
 from ..analysis.errors import ErrorPatternsSnapshot
 from ..analysis.slo import HOUR_MS, MAX_WINDOW_MS, SloStatus
-from ..analysis.stats import Aggregate, ComputedStats
+from ..analysis.stats import Aggregate, ComputedStats, StatsDelta
 from ..analysis.streaming import StreamingSnapshot
 from ..analysis.trackers import Trackers
 from ..events import AnalyticsEvent
 from ..prometheus import MetricsSource, make_registry, render
 from ..query import QueryError
 from .auth import Auth, Scope
-from .batch_stats import stats_delta
 from .budgets import CollectorBudgets
 from .context import ServerContext
 from .failures import is_transient
@@ -200,7 +199,7 @@ class CollectorView:
         self._pending, self._pending_count = [], 0
         events = pending[0] if len(pending) == 1 else list(chain.from_iterable(pending))
         try:
-            delta = stats_delta(events)
+            delta = StatsDelta().add_all(events)
             self._aggregate.apply(delta)
             self._trackers.observe(events, delta)
         except Exception:
