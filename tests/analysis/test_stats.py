@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from llmtally._ids import new_event_id
 from llmtally.analysis.sketch import LogSketch
 from llmtally.analysis.stats import (
+    GROUPED_FROM,
     OTHER,
     Aggregate,
     StatsDelta,
@@ -109,7 +110,7 @@ _latency = st.one_of(
 def test_a_batch_adds_what_its_events_add_one_by_one(
     specs: list[tuple[str, str | None, bool, int, int, bool, float | None, float | None]],
 ) -> None:
-    events = [
+    small = [
         _ev(
             model,
             agent=agent,
@@ -123,30 +124,34 @@ def test_a_batch_adds_what_its_events_add_one_by_one(
         )
         for model, agent, failed, tokens, cost, unpriced, duration, ttft in specs
     ]
-    batch = StatsDelta().add_all(events)
-    # The reference: each event's counters summed and its latencies added one at a time.
-    want: dict[tuple[str, str, str, str], tuple[list[int], LogSketch, LogSketch]] = {}
-    for e, (_, _, failed, tokens, cost, unpriced, duration, ttft) in zip(
-        events, specs, strict=True
-    ):
-        key = (e.payload.model, "openai", e.agent_id or "", "")  # type: ignore[union-attr]
-        c, d, t = want.setdefault(key, ([0] * 10, LogSketch(), LogSketch()))
-        one = [1, int(failed), tokens, tokens // 2, 0, 0, cost]
-        one += [1, tokens, tokens // 2] if unpriced else [0, 0, 0]
-        c[:] = [x + y for x, y in zip(c, one, strict=True)]
-        if duration is not None:
-            d.add(duration)
-        if ttft is not None:
-            t.add(ttft)
-    assert list(batch.series) == list(want)
-    for key, tally in batch.series.items():
-        counters, duration_ref, ttft_ref = want[key]
-        assert list(tally.counters()) == counters
-        for got, ref in ((tally.duration, duration_ref), (tally.ttft, ttft_ref)):
-            assert (got.bins, got.count, got.min, got.max) == (
-                ref.bins,
-                ref.count,
-                ref.min,
-                ref.max,
-            )
-            assert got.sum == pytest.approx(ref.sum, rel=1e-12)
+    # Folded event by event, and (repeated past GROUPED_FROM) grouped by series first.
+    repeat = GROUPED_FROM // max(1, len(small)) + 1
+    for events, times in ((small, 1), (small * repeat, repeat)):
+        batch = StatsDelta().add_all(events)
+        # The reference: each event's counters summed, its latencies added one at a time.
+        want: dict[tuple[str, str, str, str], tuple[list[int], LogSketch, LogSketch]] = {}
+        for e, (_, _, failed, tokens, cost, unpriced, duration, ttft) in zip(
+            events, specs * times, strict=True
+        ):
+            key = (e.payload.model, "openai", e.agent_id or "", "")  # type: ignore[union-attr]
+            c, d, t = want.setdefault(key, ([0] * 10, LogSketch(), LogSketch()))
+            one = [1, int(failed), tokens, tokens // 2, 0, 0, cost]
+            one += [1, tokens, tokens // 2] if unpriced else [0, 0, 0]
+            c[:] = [x + y for x, y in zip(c, one, strict=True)]
+            if duration is not None:
+                d.add(duration)
+            if ttft is not None:
+                t.add(ttft)
+        assert list(batch.series) == list(want)
+        for key, tally in batch.series.items():
+            counters, duration_ref, ttft_ref = want[key]
+            assert list(tally.counters()) == counters
+            for got, ref in ((tally.duration, duration_ref), (tally.ttft, ttft_ref)):
+                assert (got.bins, got.count, got.min, got.max) == (
+                    ref.bins,
+                    ref.count,
+                    ref.min,
+                    ref.max,
+                )
+                # Grouped, a series' values are summed with ``math.fsum``: last bits.
+                assert got.sum == pytest.approx(ref.sum, rel=1e-12)

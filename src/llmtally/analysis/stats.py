@@ -14,7 +14,8 @@ them (``Aggregate.apply`` of the loaded series).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from operator import attrgetter
 from typing import Final, TypeAlias
 
 import msgspec
@@ -23,6 +24,7 @@ from ..events import AnalyticsEvent, LlmRequestCompleted, LlmRequestFailed, nano
 from .sketch import LogSketch
 
 __all__ = [
+    "GROUPED_FROM",
     "OTHER",
     "Aggregate",
     "ComputedStats",
@@ -135,11 +137,18 @@ class StatsDelta:
         self.add_all((event,))
 
     def add_all(self, events: Iterable[AnalyticsEvent]) -> StatsDelta:
-        """Fold every event in (``add`` each, in one loop: the latencies are gathered per
-        series and added to its sketches together, ``LogSketch.add_many``); returns
-        ``self``."""
+        """Fold every event in (``add`` each); returns ``self``.
+
+        Two ways to the same counters and sketch bins (a sketch's float ``sum`` may
+        differ in its last bits): a batch of ``GROUPED_FROM`` events or more is grouped
+        by series first, each series' counters summed in C and its latencies added with
+        ``LogSketch.add_many`` (the collector's thousands of events at a time); a smaller
+        one is folded event by event, which costs less when its series hold one or two
+        events each (a router's ~64-event batches under moderate load)."""
+        if isinstance(events, Sequence) and len(events) >= GROUPED_FROM:
+            self._add_grouped(events)
+            return self
         series = self.series
-        latencies: dict[SeriesKey, tuple[Tally, list[float], list[float]]] = {}
         for e in events:
             p = e.payload
             cls = type(p)
@@ -147,13 +156,9 @@ class StatsDelta:
                 continue
             assert isinstance(p, LlmRequestCompleted | LlmRequestFailed)
             key = (p.model, p.provider, e.agent_id or "", p.provider_id or "")
-            slot = latencies.get(key)
-            if slot is None:
-                t = series.get(key)
-                if t is None:
-                    t = series[key] = Tally()
-                slot = latencies[key] = (t, [], [])
-            t = slot[0]
+            t = series.get(key)
+            if t is None:
+                t = series[key] = Tally()
             t.requests += 1
             if cls is LlmRequestFailed:
                 t.failed_requests += 1
@@ -168,14 +173,76 @@ class StatsDelta:
                 t.unpriced_output_tokens += p.output_tokens
             d = p.duration_ms
             if d is not None:
-                slot[1].append(d)
+                t.duration.add(d)
             d = p.ttft_ms
             if d is not None:
-                slot[2].append(d)
-        for t, durations, ttfts in latencies.values():
-            t.duration.add_many(durations)
-            t.ttft.add_many(ttfts)
+                t.ttft.add(d)
         return self
+
+    def _add_grouped(self, events: Sequence[AnalyticsEvent]) -> None:
+        series = self.series
+        for key, payloads in _by_series(events).items():
+            t = _tally_of(payloads)
+            mine = series.get(key)
+            if mine is None:
+                series[key] = t
+            else:
+                mine.merge(t)
+
+
+GROUPED_FROM: Final = 256
+"""``StatsDelta.add_all`` groups a batch of this many events or more by series first."""
+
+_Request: TypeAlias = LlmRequestCompleted | LlmRequestFailed
+_input: Final = attrgetter("input_tokens")
+_output: Final = attrgetter("output_tokens")
+_cached: Final = attrgetter("cached_input_tokens")
+_cache_write: Final = attrgetter("cache_write_input_tokens")
+_cost: Final = attrgetter("cost_nanos")
+_status: Final = attrgetter("pricing_status")
+_duration: Final = attrgetter("duration_ms")
+_ttft: Final = attrgetter("ttft_ms")
+
+
+def _by_series(events: Sequence[AnalyticsEvent]) -> dict[SeriesKey, list[_Request]]:
+    """The request payloads of ``events`` by series, in first-seen order (other event
+    types are left out, as ``StatsDelta.add`` ignores them)."""
+    groups: dict[SeriesKey, list[_Request]] = {}
+    for e in events:
+        p = e.payload
+        if type(p) is not LlmRequestCompleted and type(p) is not LlmRequestFailed:
+            continue
+        assert isinstance(p, LlmRequestCompleted | LlmRequestFailed)
+        key = (p.model, p.provider, e.agent_id or "", p.provider_id or "")
+        members = groups.get(key)
+        if members is None:
+            groups[key] = [p]
+        else:
+            members.append(p)
+    return groups
+
+
+def _tally_of(payloads: list[_Request]) -> Tally:
+    """One series' counters and sketches, summed column by column in C."""
+    t = Tally()
+    t.requests = len(payloads)
+    t.failed_requests = list(map(type, payloads)).count(LlmRequestFailed)
+    t.input_tokens = sum(map(_input, payloads))
+    t.output_tokens = sum(map(_output, payloads))
+    t.cached_input_tokens = sum(map(_cached, payloads))
+    t.cache_write_input_tokens = sum(map(_cache_write, payloads))
+    t.cost_nanos = sum(map(_cost, payloads))
+    if "unpriced" in list(map(_status, payloads)):
+        unpriced = [p for p in payloads if p.pricing_status == "unpriced"]
+        t.unpriced_requests = len(unpriced)
+        t.unpriced_input_tokens = sum(map(_input, unpriced))
+        t.unpriced_output_tokens = sum(map(_output, unpriced))
+    for sketch, values in ((t.duration, map(_duration, payloads)), (t.ttft, map(_ttft, payloads))):
+        present = list(values)
+        if None in present:
+            present = [v for v in present if v is not None]
+        sketch.add_many(present)
+    return t
 
 
 # --- the public snapshot ----------------------------------------------------------------
