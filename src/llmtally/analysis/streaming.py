@@ -73,6 +73,33 @@ def _add_weighted(sketch: LogSketch, value: float, n: int) -> None:
         sketch.max = value
 
 
+def _merge_into(mine: LogSketch, x: LogSketch) -> None:
+    """``mine.merge(x)`` (same result, sums added alike), for ``observe_series``: a sketch of
+    one value without the items iterator, min and max by comparison."""
+    c = x.count
+    if c == 1:  # one value: its bucket, sum, min and max
+        bins = mine.bins
+        for b in x.bins:
+            bins[b] = bins.get(b, 0) + 1
+        mine.count += 1
+        mine.sum += x.sum
+        v = x.min  # == x.max (and x.sum but for a -0.0 value)
+        if v < mine.min:
+            mine.min = v
+        if v > mine.max:
+            mine.max = v
+    elif c:
+        bins = mine.bins
+        for b, n in x.bins.items():
+            bins[b] = bins.get(b, 0) + n
+        mine.count += c
+        mine.sum += x.sum
+        if x.min < mine.min:
+            mine.min = x.min
+        if x.max > mine.max:
+            mine.max = x.max
+
+
 class StreamTimings:
     """Accumulates the timestamps of ONE stream: ``start``, ``token``…, ``finish``.
 
@@ -500,31 +527,12 @@ class StreamingStats:
             s.completed += t.requests - failed
             s.failed += failed
             s.output_tokens += t.output_tokens
-            # LogSketch.merge, inlined for the TTFT and the duration (a call per series
-            # and sketch was a third of the cost in batches of a few requests per series).
-            for x, mine in ((t.ttft, s.ttft), (t.duration, s.duration)):
-                c = x.count
-                if c == 1:  # one value (small batches): its bucket, sum, min and max
-                    bins = mine.bins
-                    for b in x.bins:
-                        bins[b] = bins.get(b, 0) + 1
-                    mine.count += 1
-                    mine.sum += x.sum
-                    v = x.min  # == x.max (and x.sum but for a -0.0 value)
-                    if v < mine.min:
-                        mine.min = v
-                    if v > mine.max:
-                        mine.max = v
-                elif c:
-                    bins = mine.bins
-                    for b, n in x.bins.items():
-                        bins[b] = bins.get(b, 0) + n
-                    mine.count += c
-                    mine.sum += x.sum
-                    if x.min < mine.min:
-                        mine.min = x.min
-                    if x.max > mine.max:
-                        mine.max = x.max
+            # LogSketch.merge's work in _merge_into (its one-value path and no min()/max()
+            # calls: most series of a small batch hold one value). Trackers alone, ~64
+            # events a batch: 9,500 instructions an event; the same body in a loop over
+            # the two (series, model) pairs 9,800 (a tuple of tuples per series).
+            _merge_into(s.ttft, t.ttft)
+            _merge_into(s.duration, t.duration)
         for model, n in cancelled.items():
             s = slots[model]
             s.failed -= n
