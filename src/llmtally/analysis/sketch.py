@@ -52,6 +52,7 @@ MAX_BUCKET: Final = math.ceil(math.log(MAX_VALUE) * _INV_LOG_GAMMA)
 
 _log = math.log
 _ceil = math.ceil
+_FEW: Final = 8  # add_many: shorter lists cost less value by value (break-even ~7)
 _count_into: Final[Callable[[dict[int, int], Iterable[int]], None]] = _count_elements
 """``_count_into(d, keys)`` adds 1 to ``d[k]`` for each ``k`` of ``keys``, in C (the helper
 behind ``Counter.update``)."""
@@ -131,8 +132,13 @@ class LogSketch:
 
     def add_many(self, values: Sequence[float]) -> None:
         """``add`` each value; for a batch, about 5x faster (the bucket maths and the
-        counting run in C when every value is within ``[MIN_VALUE, MAX_VALUE]``)."""
-        if not values:
+        counting run in C when every value is within ``[MIN_VALUE, MAX_VALUE]``).
+
+        Fewer than ``_FEW`` values are added one by one: the bulk path has a fixed cost
+        of ~11,000 instructions (one value: 12,500 against 3,700 for ``add``)."""
+        if len(values) < _FEW:
+            for v in values:
+                self.add(v)
             return
         lo = min(values)
         hi = max(values)
