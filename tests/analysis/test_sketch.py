@@ -8,7 +8,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from llmtally.analysis.sketch import RELATIVE_ACCURACY, LogSketch, bucket_of, value_of
+from llmtally.analysis.sketch import (
+    MAX_BUCKET,
+    MAX_VALUE,
+    MIN_BUCKET,
+    MIN_VALUE,
+    RELATIVE_ACCURACY,
+    LogSketch,
+    bucket_of,
+    buckets_in_range,
+    value_of,
+)
 
 
 def _exact(values: list[float], q: float) -> float:
@@ -83,3 +93,45 @@ def test_merge_bins_restores_quantiles() -> None:
     r.merge_bins(list(s.bins.items()))
     assert r.quantiles(0.5, 0.99) == s.quantiles(0.5, 0.99)
     assert r.count == s.count
+
+
+# --- one bucket formula on every path -------------------------------------------------
+
+
+def _reference(x: float) -> int:
+    """The bucket formula as persisted sketches have always used it, spelled out."""
+    return math.ceil(math.log(x) * (1.0 / math.log((1 + 0.01) / (1 - 0.01))))
+
+
+def _around_boundaries() -> list[float]:
+    """Values a few ulps either side of every bucket boundary in [MIN_VALUE, MAX_VALUE]
+    (where a different formula, e.g. one with ``log2``, would put values elsewhere)."""
+    gamma = (1 + RELATIVE_ACCURACY) / (1 - RELATIVE_ACCURACY)
+    out: list[float] = []
+    for k in range(MIN_BUCKET - 1, MAX_BUCKET + 1):
+        x = gamma**k
+        below = above = x
+        for _ in range(4):
+            below = math.nextafter(below, 0.0)
+            above = math.nextafter(above, math.inf)
+            out += (below, above)
+        out.append(x)
+    return [x for x in out if MIN_VALUE <= x <= MAX_VALUE]
+
+
+def test_buckets_in_range_equal_bucket_of_around_every_boundary() -> None:
+    xs = _around_boundaries()
+    assert len(xs) > 10_000
+    assert list(buckets_in_range(xs)) == [bucket_of(x) for x in xs] == list(map(_reference, xs))
+
+
+@given(st.lists(st.floats(min_value=MIN_VALUE, max_value=MAX_VALUE), max_size=200))
+def test_buckets_in_range_equal_bucket_of(xs: list[float]) -> None:
+    assert list(buckets_in_range(xs)) == [bucket_of(x) for x in xs] == list(map(_reference, xs))
+
+
+def test_bucket_limits_clamp() -> None:
+    assert bucket_of(MIN_VALUE) == MIN_BUCKET == bucket_of(MIN_VALUE / 10) == bucket_of(5e-324)
+    assert bucket_of(MAX_VALUE) == MAX_BUCKET == bucket_of(MAX_VALUE * 10) == bucket_of(math.inf)
+    assert (MIN_BUCKET, MAX_BUCKET) == (-345, 1267)  # persisted: must never move
+    assert [bucket_of(x) for x in (1.0, 1.5, 20.0, 1_000.0)] == [0, 21, 150, 346]

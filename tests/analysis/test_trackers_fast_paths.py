@@ -141,3 +141,42 @@ def test_spend_series_refuses_a_negative_cost_and_charges_nothing() -> None:
     book.spend_series(T0, delta.series)
     spent = {s.budget_id: s.spent_nanos for s in book.status(T0)}
     assert spent == {"all": 300_000, "a1": 300_000, "a1-hard": 300_000, "k2": 0, "m1": 300_000}
+
+
+@pytest.mark.parametrize("max_models", [1, 3, 10])
+def test_observe_series_equals_observe_many_across_folds(max_models: int) -> None:
+    # Enough values that the pending ones (one-value sketches among them) fold many times.
+    import random
+
+    rng = random.Random(max_models)
+    bulk, reference = StreamingStats(max_models=max_models), StreamingStats(max_models=max_models)
+    for b in range(300):
+        batch = [
+            AnalyticsEvent(
+                event_id=f"e{b}-{i}",
+                timestamp_ms=T0,
+                payload=LlmRequestCompleted(
+                    model=rng.choice(MODELS),
+                    provider="p",
+                    duration_ms=rng.choice([rng.uniform(0.5, 5_000.0), 0.0, 2e11]),
+                    ttft_ms=rng.lognormvariate(3.0, 1.0),
+                ),
+                agent_id=rng.choice(AGENTS),
+            )
+            for i in range(rng.randint(1, 24))
+        ]
+        delta = StatsDelta().add_all(batch)
+        bulk.observe_series(delta.series, {})
+        per_model: dict[str, list[tuple[int, object, object]]] = {}
+        for (model, *_), t in delta.series.items():
+            per_model.setdefault(model, []).append((t.requests, t.ttft, t.duration))
+        for model, rows in per_model.items():
+            reference.observe_many(
+                model,
+                completed=sum(r[0] for r in rows),  # type: ignore[misc]
+                ttft_sketches=[r[1] for r in rows],  # type: ignore[misc]
+                duration_sketches=[r[2] for r in rows],  # type: ignore[misc]
+            )
+    assert bulk.snapshot() == reference.snapshot()
+    assert bulk.sketches() == reference.sketches()
+    assert bulk.snapshot().ttft_ms.count > 1_000

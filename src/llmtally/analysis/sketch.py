@@ -7,25 +7,35 @@ sketches roll up into hours or days, and per-batch deltas into running totals, e
 
 Values are clamped to ``[MIN_VALUE, MAX_VALUE]`` (milliseconds: 1 µs to ~3 years), which
 bounds a sketch to about 1,500 buckets; zero and negative values share one zero bucket.
+
+The bucket formula lives here only: ``bucket_of`` for one value, ``buckets_in_range`` for
+many (the C-level form ``storage.rollups`` uses too). Both compute
+``ceil(log(x) * _INV_LOG_GAMMA)`` with the same ``math.log``, so a value gets the same
+bucket on every path, and buckets persisted by any version keep their meaning.
 """
 
 from __future__ import annotations
 
 import math
 from collections import _count_elements  # type: ignore[attr-defined]
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from itertools import repeat
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from itertools import repeat, starmap
 from operator import mul
 from typing import Final
 
 import msgspec
 
 __all__ = [
+    "MAX_BUCKET",
+    "MAX_VALUE",
+    "MIN_BUCKET",
+    "MIN_VALUE",
     "RELATIVE_ACCURACY",
     "ZERO_BUCKET",
     "LogSketch",
     "SketchSummary",
     "bucket_of",
+    "buckets_in_range",
     "value_of",
 ]
 
@@ -35,11 +45,14 @@ _INV_LOG_GAMMA: Final = 1.0 / math.log(_GAMMA)
 MIN_VALUE: Final = 1e-3
 MAX_VALUE: Final = 1e11
 ZERO_BUCKET: Final = -(2**31)
-_MIN_BUCKET: Final = math.ceil(math.log(MIN_VALUE) * _INV_LOG_GAMMA)
-_MAX_BUCKET: Final = math.ceil(math.log(MAX_VALUE) * _INV_LOG_GAMMA)
+MIN_BUCKET: Final = math.ceil(math.log(MIN_VALUE) * _INV_LOG_GAMMA)
+"""The bucket of ``MIN_VALUE``, and of every smaller positive value."""
+MAX_BUCKET: Final = math.ceil(math.log(MAX_VALUE) * _INV_LOG_GAMMA)
+"""The bucket of ``MAX_VALUE``, and of every larger value."""
 
 _log = math.log
 _ceil = math.ceil
+_FEW: Final = 8  # add_many: shorter lists cost less value by value (break-even ~7)
 _count_into: Final[Callable[[dict[int, int], Iterable[int]], None]] = _count_elements
 """``_count_into(d, keys)`` adds 1 to ``d[k]`` for each ``k`` of ``keys``, in C (the helper
 behind ``Counter.update``)."""
@@ -50,10 +63,22 @@ def bucket_of(value: float) -> int:
     if value <= 0.0:
         return ZERO_BUCKET
     if value < MIN_VALUE:
-        return _MIN_BUCKET
+        return MIN_BUCKET
     if value > MAX_VALUE:
-        return _MAX_BUCKET
+        return MAX_BUCKET
     return _ceil(_log(value) * _INV_LOG_GAMMA)
+
+
+def buckets_in_range(values: Iterable[float]) -> Iterator[int]:
+    """The bucket of each of ``values`` (lazily, in order), every value within
+    ``[MIN_VALUE, MAX_VALUE]`` (the caller checks: outside, the buckets are not clamped,
+    and a value ≤ 0 raises ``ValueError``). Each equals ``bucket_of(value)``: the same
+    expression, evaluated in C with no Python frame per value.
+
+    ``starmap(log, zip(values))``: ``math.log`` takes its arguments as a tuple (on 3.11),
+    which ``map`` would build per value; ``zip`` hands ``starmap`` one 1-tuple that it
+    reuses from value to value (~170 fewer instructions a value, ~10% of a bulk add)."""
+    return map(_ceil, map(mul, starmap(_log, zip(values)), repeat(_INV_LOG_GAMMA)))  # noqa: RUF058
 
 
 def value_of(bucket: int) -> float:
@@ -107,8 +132,13 @@ class LogSketch:
 
     def add_many(self, values: Sequence[float]) -> None:
         """``add`` each value; for a batch, about 5x faster (the bucket maths and the
-        counting run in C when every value is within ``[MIN_VALUE, MAX_VALUE]``)."""
-        if not values:
+        counting run in C when every value is within ``[MIN_VALUE, MAX_VALUE]``).
+
+        Fewer than ``_FEW`` values are added one by one: the bulk path has a fixed cost
+        of ~11,000 instructions (one value: 12,500 against 3,700 for ``add``)."""
+        if len(values) < _FEW:
+            for v in values:
+                self.add(v)
             return
         lo = min(values)
         hi = max(values)
@@ -117,7 +147,7 @@ class LogSketch:
                 self.add(v)
             return
         # Counted straight into the bins: no intermediate Counter to merge in Python.
-        _count_into(self.bins, map(_ceil, map(mul, map(_log, values), repeat(_INV_LOG_GAMMA))))
+        _count_into(self.bins, buckets_in_range(values))
         self.count += len(values)
         self.sum += math.fsum(values)
         if lo < self.min:

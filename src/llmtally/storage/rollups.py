@@ -29,18 +29,20 @@ import math
 from bisect import bisect_right
 from collections import Counter, _count_elements  # type: ignore[attr-defined]
 from collections.abc import Callable, Iterable, Sequence
-from itertools import accumulate, chain, repeat, zip_longest
-from operator import add, itemgetter, mul
+from itertools import accumulate, chain, zip_longest
+from operator import add, itemgetter
 from typing import Any, Final, TypeAlias
 
 import msgspec
 
 from ..analysis.sketch import (
+    MAX_BUCKET,
     MAX_VALUE,
+    MIN_BUCKET,
     MIN_VALUE,
-    RELATIVE_ACCURACY,
     ZERO_BUCKET,
     bucket_of,
+    buckets_in_range,
     value_of,
 )
 from ..analysis.stats import Tally
@@ -64,14 +66,10 @@ __all__ = [
     "status_of",
 ]
 
-# The same expression as ``sketch.py``'s, so ``add_many`` buckets exactly like ``bucket_of``.
-_INV_LOG_GAMMA: Final = 1.0 / math.log((1 + RELATIVE_ACCURACY) / (1 - RELATIVE_ACCURACY))
-_log: Final = math.log
-_ceil: Final = math.ceil
+# Buckets come from ``sketch.py`` alone (``bucket_of``, ``buckets_in_range``): the bulk
+# paths below bucket exactly like ``bucket_of``, and like the aggregator's sketches.
 _BLOCK: Final = 16  # buckets per block sum in ``Bins.quantiles``
 _FEW_BUCKETS: Final = 512  # ``Bins.quantiles``: running totals up to this many buckets
-_MIN_BUCKET: Final = _ceil(_log(MIN_VALUE) * _INV_LOG_GAMMA)
-_MAX_BUCKET: Final = _ceil(_log(MAX_VALUE) * _INV_LOG_GAMMA)
 _count_into: Final[Callable[[dict[int, int], Iterable[int]], None]] = _count_elements
 """``_count_into(d, keys)`` adds 1 to ``d[k]`` for each ``k`` of ``keys``, in C."""
 
@@ -134,7 +132,7 @@ class Bins(msgspec.Struct, gc=False):
     def spanning(cls) -> Bins:
         """Empty bins already spanning every bucket a value can fall in: merging into
         them never reallocates (for accumulating many rows into one total)."""
-        return cls(_MIN_BUCKET, [0] * (_MAX_BUCKET - _MIN_BUCKET + 1))
+        return cls(MIN_BUCKET, [0] * (MAX_BUCKET - MIN_BUCKET + 1))
 
     @classmethod
     def from_counts(cls, counts: dict[int, int]) -> Bins:
@@ -284,7 +282,7 @@ class Metric(msgspec.Struct, gc=False):
         if hi > self.max:
             self.max = hi
         if lo >= MIN_VALUE and hi <= MAX_VALUE:
-            buckets = Counter(map(_ceil, map(mul, map(_log, values), repeat(_INV_LOG_GAMMA))))
+            buckets = Counter(buckets_in_range(values))
         else:
             buckets = Counter(map(bucket_of, values))
         new = Bins.from_counts(buckets)
@@ -670,7 +668,7 @@ def _bucketed(values: list[list[float]]) -> list[list[int]]:
     if not flat:
         return [[] for _ in values]
     if min(flat) >= MIN_VALUE and max(flat) <= MAX_VALUE:
-        buckets = list(map(_ceil, map(mul, map(_log, flat), repeat(_INV_LOG_GAMMA))))
+        buckets = list(buckets_in_range(flat))
     else:
         buckets = list(map(bucket_of, flat))
     out: list[list[int]] = []
