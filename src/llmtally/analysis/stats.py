@@ -143,8 +143,9 @@ class StatsDelta:
         differ in its last bits): a batch of ``GROUPED_FROM`` events or more is grouped
         by series first, each series' counters summed in C and its latencies added with
         ``LogSketch.add_many`` (the collector's thousands of events at a time); a smaller
-        one is folded event by event, which costs less when its series hold one or two
-        events each (a router's ~64-event batches under moderate load)."""
+        one is folded event by event, which costs less unless its series hold a dozen
+        events or more each (valgrind, 40 series: −2% at 64 events and +13% at 500 if
+        grouped, −5% at 2,000)."""
         if isinstance(events, Sequence) and len(events) >= GROUPED_FROM:
             self._add_grouped(events)
             return self
@@ -190,7 +191,7 @@ class StatsDelta:
                 mine.merge(t)
 
 
-GROUPED_FROM: Final = 256
+GROUPED_FROM: Final = 1024
 """``StatsDelta.add_all`` groups a batch of this many events or more by series first."""
 
 _Request: TypeAlias = LlmRequestCompleted | LlmRequestFailed
