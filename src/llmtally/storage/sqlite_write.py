@@ -24,7 +24,7 @@ import sqlite3
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from itertools import chain
+from itertools import chain, groupby
 from operator import itemgetter
 from typing import Any, Final
 
@@ -102,9 +102,17 @@ class _Shape:
         self.many = head + ", ".join([marks] * _ROWS_PER_STATEMENT)
 
 
-_RARE: Final = ("error_code", "error_message", "status_code", *ENVELOPE_COLUMNS)
-# Tried in order; the last, every column, applies to any row.
-_SHAPES: Final = (_Shape((*_RARE, "extra")), _Shape(_RARE), _Shape(()))
+_ERROR: Final = ("error_code", "error_message", "status_code")
+# Tried in order, leanest first; the last, every column, applies to any row. A failed
+# request or one with streaming detail (``extra``) among plain ones binds a few NULLs
+# more, never the envelope's six.
+_SHAPES: Final = (
+    _Shape((*_ERROR, *ENVELOPE_COLUMNS, "extra")),
+    _Shape((*ENVELOPE_COLUMNS, "extra")),
+    _Shape((*_ERROR, *ENVELOPE_COLUMNS)),
+    _Shape(ENVELOPE_COLUMNS),
+    _Shape(()),
+)
 INSERT: Final = _SHAPES[-1].one
 SAVE_CHECKPOINT: Final = (
     "INSERT INTO stats_checkpoint (id, last_event_rowid, series) "
@@ -123,35 +131,25 @@ _IDS_PER_SELECT: Final = 500
 
 
 def insert_rows(conn: sqlite3.Connection, rows: Sequence[Row]) -> None:
-    """``INSERT OR IGNORE`` the rows, in order (inside the caller's transaction). Each run
-    of rows that share a shape (``_Shape``) binds only the columns they have values in."""
-    lean = _SHAPES[0]
-    if all(map(lean.applies, rows)):  # the common case: a batch of plain request rows
-        _insert_run(conn, lean, rows)
-        return
-    start = 0
-    current = None
-    for i, row in enumerate(rows):
-        shape = next(s for s in _SHAPES if s.applies(row))
-        if shape is not current:
-            if current is not None:
-                _insert_run(conn, current, rows[start:i])
-            current, start = shape, i
-    if current is not None:
-        _insert_run(conn, current, rows[start:])
-
-
-def _insert_run(conn: sqlite3.Connection, shape: _Shape, rows: Sequence[Row]) -> None:
+    """``INSERT OR IGNORE`` the rows, in order (inside the caller's transaction): 50 rows
+    per statement, then the rest one by one; each statement binds only the columns its
+    rows have values in (the leanest ``_Shape`` that fits all of them)."""
     n = _ROWS_PER_STATEMENT
-    values = list(map(shape.values, rows))
-    full = len(values) // n * n
-    if full:
-        conn.executemany(
-            shape.many,
-            [tuple(chain.from_iterable(values[j : j + n])) for j in range(0, full, n)],
-        )
-    if full < len(values):
-        conn.executemany(shape.one, values[full:])
+    full = len(rows) // n * n
+    chunks = (rows[j : j + n] for j in range(0, full, n))
+    # Consecutive chunks of one shape go in one executemany, in order.
+    for shape, group in groupby(chunks, key=_fitting):
+        values = shape.values
+        conn.executemany(shape.many, [tuple(chain.from_iterable(map(values, c))) for c in group])
+    if full < len(rows):
+        rest = rows[full:]
+        shape = _fitting(rest)
+        conn.executemany(shape.one, map(shape.values, rest))
+
+
+def _fitting(rows: Sequence[Row]) -> _Shape:
+    """The leanest shape whose left-out columns are NULL in every one of ``rows``."""
+    return next(s for s in _SHAPES if all(map(s.applies, rows)))
 
 
 def existing_ids(conn: sqlite3.Connection, ids: Sequence[str]) -> set[str]:
