@@ -1,4 +1,4 @@
-"""``insert_rows`` binds only the columns a run of rows has values in: the stored rows
+"""``insert_rows`` binds only the columns a statement's rows have values in: the stored rows
 must be the very rows given, in their order, whatever mix of shapes a batch holds."""
 
 from __future__ import annotations
