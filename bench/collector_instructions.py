@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -43,6 +42,7 @@ from typing import Any
 import httpx2
 import msgspec
 import uvloop
+from _valgrind import CACHEGRIND, child_instructions, instructions_in
 from collector_ingest import TOKEN, chunks, free_port, make_wire
 
 from llmtally.events import WireBatch, from_wire
@@ -155,8 +155,7 @@ def _serve_instructions(n: int, batch: int) -> int:
         env = {k: v for k, v in os.environ.items() if not k.startswith("LLMTALLY_")}
         env |= {"LLMTALLY_INGEST_TOKENS": TOKEN, "PYTHONHASHSEED": "0"}
         cmd = [
-            "valgrind", "--tool=cachegrind", "--cache-sim=no", "--cachegrind-out-file=/dev/null",
-            sys.executable, "-m", "llmtally.cli", "serve", "--db", f"{tmp}/c.db",
+            *CACHEGRIND, sys.executable, "-m", "llmtally.cli", "serve", "--db", f"{tmp}/c.db",
             "--port", str(port), "--writer", "process", "--log-level", "warning",
         ]  # fmt: skip
         with log.open("wb") as out:
@@ -179,23 +178,11 @@ def _serve_instructions(n: int, batch: int) -> int:
         finally:
             proc.send_signal(signal.SIGTERM)
             proc.wait(600)
-        found = re.search(r"I\s+refs:\s+([\d,]+)", log.read_text())
-        assert found is not None, log.read_text()
-        return int(found.group(1).replace(",", ""))
+        return instructions_in(log.read_text())
 
 
 def _instructions(part: str, n: int, batch: int) -> int:
-    out = subprocess.run(
-        [
-            "valgrind", "--tool=cachegrind", "--cache-sim=no", "--cachegrind-out-file=/dev/null",
-            sys.executable, __file__, "--child", part, str(n), str(batch),
-        ],
-        capture_output=True, text=True, check=True,
-        env={**os.environ, "PYTHONHASHSEED": "0"},
-    )  # fmt: skip
-    found = re.search(r"I\s+refs:\s+([\d,]+)", out.stderr)
-    assert found is not None, out.stderr
-    return int(found.group(1).replace(",", ""))
+    return child_instructions(__file__, part, str(n), str(batch))
 
 
 def main(n: int, batch: int, parts: list[str]) -> None:

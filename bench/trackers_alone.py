@@ -17,10 +17,9 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
-import subprocess
 import sys
 
+from _valgrind import child_instructions
 from trackers import make_events, make_trackers
 
 from llmtally.analysis.stats import StatsDelta
@@ -52,17 +51,7 @@ def _child(mix: str, size: int, n: int, observe: bool) -> None:
 
 
 def _instructions(mix: str, size: int, n: int, observe: bool) -> int:
-    out = subprocess.run(
-        [
-            "valgrind", "--tool=cachegrind", "--cache-sim=no", "--cachegrind-out-file=/dev/null",
-            sys.executable, __file__, "--child", mix, str(size), str(n), str(int(observe)),
-        ],
-        capture_output=True, text=True, check=True,
-        env={**os.environ, "PYTHONHASHSEED": "0"},
-    )  # fmt: skip
-    found = re.search(r"I\s+refs:\s+([\d,]+)", out.stderr)
-    assert found is not None, out.stderr
-    return int(found.group(1).replace(",", ""))
+    return child_instructions(__file__, mix, str(size), str(n), str(int(observe)))
 
 
 def main(n: int) -> None:

@@ -20,11 +20,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
-import subprocess
 import sys
 
 import uvloop
+from _valgrind import child_instructions
 from trackers import make_events, make_trackers, run
 
 MIXES = ("plain", "streams")
@@ -41,17 +40,7 @@ async def _child(mix: str, batches: str, mode: str, n: int) -> None:
 
 
 def _instructions(mix: str, batches: str, mode: str, n: int) -> int:
-    out = subprocess.run(
-        [
-            "valgrind", "--tool=cachegrind", "--cache-sim=no", "--cachegrind-out-file=/dev/null",
-            sys.executable, __file__, "--child", mix, batches, mode, str(n),
-        ],
-        capture_output=True, text=True, check=True,
-        env={**os.environ, "PYTHONHASHSEED": "0"},
-    )  # fmt: skip
-    found = re.search(r"I\s+refs:\s+([\d,]+)", out.stderr)
-    assert found is not None, out.stderr
-    return int(found.group(1).replace(",", ""))
+    return child_instructions(__file__, mix, batches, mode, str(n))
 
 
 def main(n: int) -> None:

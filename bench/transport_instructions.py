@@ -16,12 +16,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import re
-import subprocess
-import sys
 
 import httpx2
+from _valgrind import child_instructions
 from transport_overhead import REQUEST, _Canned, _NullStore, _Upstream
 
 from llmtally import EventStore
@@ -56,17 +53,7 @@ async def _requests(variant: str, n: int) -> None:
 
 
 def _instructions(variant: str, n: int) -> int:
-    out = subprocess.run(
-        [
-            "valgrind", "--tool=cachegrind", "--cache-sim=no", "--cachegrind-out-file=/dev/null",
-            sys.executable, __file__, "--child", variant, str(n),
-        ],
-        capture_output=True, text=True, check=True,
-        env={**os.environ, "PYTHONHASHSEED": "0"},
-    )  # fmt: skip
-    found = re.search(r"I\s+refs:\s+([\d,]+)", out.stderr)
-    assert found is not None, out.stderr
-    return int(found.group(1).replace(",", ""))
+    return child_instructions(__file__, variant, str(n))
 
 
 def main(requests: int) -> None:
